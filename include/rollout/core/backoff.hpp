@@ -1,0 +1,70 @@
+#pragma once
+
+/// @file
+/// `rollout::Backoff`: how a strategy retries a transient policy error.
+
+#include <rollout/core/clock.hpp>
+#include <rollout/core/error.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <string_view>
+
+namespace rollout {
+
+/// Capped exponential backoff with jitter, used for every retried policy call
+/// (load balancer applies, orchestrator calls). Only errors for which
+/// `is_transient()` holds are retried; the rest fail at once.
+///
+/// The wait before retry `k` (k = 1, 2, ...) is
+/// `min(max_delay, initial * multiplier^(k-1))`, reduced by a random fraction of
+/// up to `jitter` ("equal jitter", so retries from many rollouts spread out but
+/// never wait longer than the cap). The randomness comes from a
+/// `std::mt19937_64` seeded with `seed`, so a run is reproducible.
+struct Backoff {
+  int max_attempts = 5;                                  ///< Attempts in total, including the first (>= 1).
+  Duration initial{std::chrono::milliseconds(200)};      ///< Wait before the first retry (> 0).
+  Duration max_delay{std::chrono::seconds(5)};           ///< Cap on any single wait (>= initial).
+  double multiplier = 2.0;                               ///< Growth per retry (>= 1).
+  double jitter = 0.2;                                   ///< Fraction in [0, 1] that may be taken off each wait.
+  std::uint64_t seed = 0x5eed;                           ///< Seed of the jitter source.
+
+  /// Throws `invalid_option` naming `prefix.field` and the value for any field out of range.
+  void validate(std::string_view prefix) const {
+    if (max_attempts < 1) {
+      throw invalid_option(fmt::format("{}.max_attempts", prefix), fmt::format("{}", max_attempts), "must be at least 1");
+    }
+    if (initial <= Duration::zero()) {
+      throw invalid_option(fmt::format("{}.initial", prefix), format_duration(initial), "must be greater than 0");
+    }
+    if (max_delay < initial) {
+      throw invalid_option(fmt::format("{}.max_delay", prefix), format_duration(max_delay),
+                           fmt::format("must be at least initial ({})", format_duration(initial)));
+    }
+    if (!(multiplier >= 1.0) || multiplier > 1e6) {
+      throw invalid_option(fmt::format("{}.multiplier", prefix), fmt::format("{}", multiplier), "must be within 1..1e6");
+    }
+    if (!(jitter >= 0.0 && jitter <= 1.0)) {
+      throw invalid_option(fmt::format("{}.jitter", prefix), fmt::format("{}", jitter), "must be within 0..1");
+    }
+  }
+
+  /// The wait before retry `k` (1-based), drawing jitter from `rng`.
+  Duration delay(int k, std::mt19937_64& rng) const {
+    double d = static_cast<double>(initial.count());
+    const double cap = static_cast<double>(max_delay.count());
+    for (int i = 1; i < k && d < cap; ++i) d *= multiplier;
+    d = std::min(d, cap);
+    // 53 random bits scaled to [0, 1): the same on every standard library, unlike
+    // std::uniform_real_distribution, so jitter is reproducible across platforms.
+    const double unit = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+    d *= 1.0 - jitter * unit;
+    return Duration(static_cast<Duration::rep>(d));
+  }
+};
+
+}  // namespace rollout

@@ -1,0 +1,111 @@
+#pragma once
+
+/// @file
+/// Time: `Duration`, `TimePoint`, the `Clock` and `Timer` concepts, the default
+/// `SteadyClock`, and `format_duration` for human-readable durations.
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <string>
+
+namespace rollout {
+
+/// Every duration in rollout: nanosecond resolution, steady.
+using Duration = std::chrono::steady_clock::duration;
+/// Every point in time in rollout. Under the simulated clock it counts virtual
+/// time from the clock's epoch; under `SteadyClock` it is `steady_clock::now()`.
+using TimePoint = std::chrono::steady_clock::time_point;
+
+/// A waitable timer as a `Clock` makes it: Asio's `basic_waitable_timer` interface,
+/// reduced to what rollout uses.
+///
+/// | expression | type | semantics |
+/// |---|---|---|
+/// | `t.expires_at(tp)` | any | Sets the expiry; cancels pending waits. |
+/// | `t.expiry()` | `TimePoint` | The current expiry. |
+/// | `t.cancel()` | any | Completes pending waits with `operation_aborted`. |
+/// | `t.async_wait(token)` | per token | Completes at expiry; honours per-operation cancellation. |
+template <class T>
+concept Timer = requires(T& t, TimePoint tp) {
+  t.expires_at(tp);
+  { t.expiry() } -> std::convertible_to<TimePoint>;
+  t.cancel();
+  { t.async_wait(boost::asio::use_awaitable) } -> std::same_as<boost::asio::awaitable<void>>;
+};
+
+/// A source of time and timers. Every wait in rollout (probe periods, pauses,
+/// analysis intervals, deadlines, timeouts, backoff) goes through the clock that a
+/// strategy receives, so a test can swap in `rollout::testing::SimClock` and run
+/// hours of rollout in milliseconds, deterministically.
+///
+/// | expression | type | semantics |
+/// |---|---|---|
+/// | `c.now()` | `TimePoint` | The current time on this clock. |
+/// | `c.make_timer(ex)` | a `Timer` | A timer bound to executor `ex` that measures time on this clock. |
+///
+/// Clocks are cheap handles: copies share the same time.
+///
+/// Minimal conforming clock (what `SteadyClock` is):
+/// @code
+/// struct MyClock {
+///   rollout::TimePoint now() const { return std::chrono::steady_clock::now(); }
+///   boost::asio::steady_timer make_timer(const boost::asio::any_io_executor& ex) const { return boost::asio::steady_timer(ex); }
+/// };
+/// @endcode
+template <class C>
+concept Clock = std::copy_constructible<C> && requires(const C& c, const boost::asio::any_io_executor& ex) {
+  { c.now() } -> std::same_as<TimePoint>;
+  { c.make_timer(ex) } -> Timer;
+};
+
+/// The default clock: real time through `std::chrono::steady_clock` and
+/// `asio::steady_timer`.
+struct SteadyClock {
+  TimePoint now() const noexcept { return std::chrono::steady_clock::now(); }
+  boost::asio::steady_timer make_timer(const boost::asio::any_io_executor& ex) const { return boost::asio::steady_timer(ex); }
+};
+
+static_assert(Clock<SteadyClock>);
+
+/// Renders a duration for humans: `0s`, `250ms`, `1.5s`, `10m`, `2h30m`, `-3s`.
+/// Used by every formatter and error message in rollout, so that an invalid
+/// option reads `probe.period = 0s` rather than `0ns`.
+inline std::string format_duration(Duration d) {
+  using namespace std::chrono;
+  if (d == Duration::max()) return "forever";
+  if (d < Duration::zero()) {
+    if (d == Duration::min()) return "-forever";
+    return "-" + format_duration(-d);
+  }
+  const auto ns = duration_cast<nanoseconds>(d).count();
+  auto trimmed = [](double v) {
+    std::string s = fmt::format("{:.3f}", v);
+    while (s.back() == '0') s.pop_back();
+    if (s.back() == '.') s.pop_back();
+    return s;
+  };
+  constexpr std::int64_t s_ns = 1'000'000'000;
+  if (ns == 0) return "0s";
+  if (ns % (60 * s_ns) == 0) {
+    const auto minutes = ns / (60 * s_ns);
+    if (minutes >= 60) {
+      const auto h = minutes / 60, m = minutes % 60;
+      return m == 0 ? fmt::format("{}h", h) : fmt::format("{}h{}m", h, m);
+    }
+    return fmt::format("{}m", minutes);
+  }
+  if (ns >= s_ns) return trimmed(static_cast<double>(ns) / 1e9) + "s";
+  if (ns >= 1'000'000) return trimmed(static_cast<double>(ns) / 1e6) + "ms";
+  if (ns >= 1'000) return trimmed(static_cast<double>(ns) / 1e3) + "us";
+  return fmt::format("{}ns", ns);
+}
+
+}  // namespace rollout

@@ -1,0 +1,80 @@
+#pragma once
+
+/// @file
+/// `rollout::Outcome`: how a run ended, why, where traffic is, and what happened.
+
+#include <rollout/core/clock.hpp>
+#include <rollout/core/error.hpp>
+#include <rollout/core/event.hpp>
+
+#include <fmt/format.h>
+
+#include <string>
+#include <vector>
+
+namespace rollout {
+
+/// How a run ended.
+enum class Status {
+  promoted,     ///< The new version took all traffic and passed verification.
+  rolled_back,  ///< A check, probe or analysis failed after traffic moved; traffic is back on the old version.
+  aborted,      ///< `control().abort()` or the caller's cancellation ended the run; traffic is on the old version.
+  failed,       ///< The run could not proceed (not ready, check failed before the switch, LB errors);
+                ///< traffic is on the old version unless `reason` says restoring it failed too.
+};
+
+/// The result of `run()`. A failed rollout is an outcome, not an exception.
+struct Outcome {
+  Status status = Status::failed;
+  error_code code;          ///< Why, as an `errc` (empty when promoted).
+  std::string reason;       ///< Why, as a sentence naming the failed call, metric, value and limit.
+  std::string active;       ///< The group that holds 100% of traffic now.
+  std::string releasable;   ///< The group that no longer gets traffic and may be scaled down, if any.
+  Duration elapsed{};       ///< Run time on the strategy's clock.
+  std::vector<Event> timeline;  ///< Every event of the run, in order.
+
+  /// True when promoted.
+  bool ok() const noexcept { return status == Status::promoted; }
+};
+
+/// `Promoted`, `RolledBack`, `Aborted` or `Failed`.
+inline const char* to_string(Status s) noexcept {
+  switch (s) {
+    case Status::promoted: return "Promoted";
+    case Status::rolled_back: return "RolledBack";
+    case Status::aborted: return "Aborted";
+    case Status::failed: return "Failed";
+  }
+  return "Unknown";
+}
+
+/// The timeline, one formatted event per line, for logs and closing notes.
+inline std::string format_timeline(const Outcome& o) {
+  std::string out;
+  for (const auto& e : o.timeline) out += fmt::format("{}\n", e);
+  return out;
+}
+
+}  // namespace rollout
+
+/// Formats as `Promoted`.
+template <>
+struct fmt::formatter<rollout::Status> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(rollout::Status s, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(rollout::to_string(s), ctx);
+  }
+};
+
+/// Formats as `RolledBack after 2m: <reason> [<code>]; 100% on blue`.
+template <>
+struct fmt::formatter<rollout::Outcome> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const rollout::Outcome& o, FormatContext& ctx) const {
+    std::string text = fmt::format("{} after {}", o.status, rollout::format_duration(o.elapsed));
+    if (!o.reason.empty()) text += fmt::format(": {}", o.reason);
+    if (o.code) text += fmt::format(" [{}]", o.code.message());
+    if (!o.active.empty()) text += fmt::format("; 100% on {}", o.active);
+    return fmt::formatter<std::string_view>::format(text, ctx);
+  }
+};

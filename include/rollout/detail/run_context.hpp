@@ -1,0 +1,107 @@
+#pragma once
+
+/// @file
+/// What every strategy run shares: the timeline and its observers, and the
+/// verified, retried, shielded traffic switch.
+
+#include <rollout/concepts.hpp>
+#include <rollout/core/backoff.hpp>
+#include <rollout/core/clock.hpp>
+#include <rollout/core/error.hpp>
+#include <rollout/core/event.hpp>
+#include <rollout/core/outcome.hpp>
+#include <rollout/core/traffic_split.hpp>
+#include <rollout/detail/race.hpp>
+#include <rollout/detail/retry.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <fmt/format.h>
+
+#include <exception>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace rollout::detail {
+
+/// The timeline of one run: stamps events with the time since `begin()` on the
+/// strategy's clock, records them, and forwards them to the observers.
+template <Clock C>
+class RunContext {
+public:
+  RunContext(std::string strategy, C clock, const ObserverList& observers)
+      : strategy_(std::move(strategy)), clock_(std::move(clock)), observers_(&observers) {}
+
+  void begin() { start_ = clock_.now(); }
+  const C& clock() const noexcept { return clock_; }
+  Duration elapsed() const { return clock_.now() - start_; }
+
+  void emit(EventKind kind, std::string subject = {}, std::string detail = {}, std::optional<TrafficSplit> split = {},
+            error_code ec = {}) {
+    Event e{elapsed(), kind, strategy_, std::move(subject), std::move(detail), std::move(split), ec};
+    timeline_.push_back(e);
+    observers_->on_event(timeline_.back());
+  }
+
+  /// Fills `elapsed`, emits `run_finished` and moves the timeline into `out`.
+  Outcome finish(Outcome out) {
+    emit(EventKind::run_finished, out.active, fmt::format("{}{}{}", out.status, out.reason.empty() ? "" : ": ", out.reason),
+         std::nullopt, out.code);
+    out.elapsed = elapsed();
+    out.timeline = std::move(timeline_);
+    timeline_.clear();
+    return out;
+  }
+
+private:
+  std::string strategy_;
+  C clock_;
+  const ObserverList* observers_;
+  TimePoint start_{};
+  std::vector<Event> timeline_;
+};
+
+/// One `lb.apply(split)`, bounded by `timeout`. A timeout, a thrown exception or an
+/// error result all come back as an `Error` naming the call.
+template <LoadBalancer LB, Clock C>
+boost::asio::awaitable<result<void>> apply_once(LB& lb, const C& clock, const TrafficSplit& split, Duration timeout) {
+  try {
+    auto r = co_await with_timeout(clock, timeout, lb.apply(split));
+    if (!r) co_return Error(errc::timeout, fmt::format("lb.apply({}) timed out after {}", split, format_duration(timeout)));
+    if (!*r) co_return Error(r->error().code, fmt::format("lb.apply({}): {}", split, r->error().message));
+    co_return result<void>{};
+  } catch (const boost::system::system_error& e) {
+    co_return Error(e.code(), fmt::format("lb.apply({}) threw: {}", split, e.what()));
+  } catch (const std::exception& e) {
+    co_return Error(errc::policy_exception, fmt::format("lb.apply({}) threw: {}", split, e.what()));
+  }
+}
+
+/// Applies `split` through `lb` with retries under `backoff`, shielded from the
+/// caller's cancellation: once a switch starts, it finishes (succeeds or gives
+/// up), so the load balancer is never left in a state nobody knows. Emits
+/// `lb_error` for each failed attempt and `traffic_applied` on success.
+template <LoadBalancer LB, Clock C>
+boost::asio::awaitable<result<void>> apply_verified(LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout,
+                                                    const Backoff& backoff, std::mt19937_64& rng) {
+  auto body = [](LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout, const Backoff& backoff,
+                 std::mt19937_64& rng) -> boost::asio::awaitable<result<void>> {
+    auto r = co_await retry(
+        ctx.clock(), backoff, rng, [&] { return apply_once(lb, ctx.clock(), split, timeout); },
+        [&](int attempt, const Error& e, std::optional<Duration> wait) {
+          ctx.emit(EventKind::lb_error, split.sole_group().value_or(""),
+                   wait ? fmt::format("attempt {} failed: {}; retrying in {}", attempt, e.message, format_duration(*wait))
+                        : fmt::format("attempt {} failed: {}; giving up", attempt, e.message),
+                   split, e.code);
+        });
+    if (r) ctx.emit(EventKind::traffic_applied, split.sole_group().value_or(""), "verified by read-back", split);
+    co_return r;
+  };
+  co_return co_await shielded(body(lb, ctx, std::move(split), timeout, backoff, rng));
+}
+
+}  // namespace rollout::detail

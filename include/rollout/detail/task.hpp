@@ -1,0 +1,95 @@
+#pragma once
+
+/// @file
+/// `detail::Task`: a child coroutine that a strategy starts, can stop, and always
+/// joins, so no coroutine outlives the `run()` that started it.
+
+#include <rollout/detail/notifier.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <utility>
+
+namespace rollout::detail {
+
+/// The number of `Task` coroutines started and not yet finished, process-wide.
+/// Tests assert it returns to zero: a leaked coroutine is a bug.
+inline std::atomic<std::int64_t>& live_tasks() noexcept {
+  static std::atomic<std::int64_t> n{0};
+  return n;
+}
+
+/// A background coroutine. `start()` spawns it; when it finishes, `wake` (if any)
+/// is notified. `stop()` requests terminal cancellation and waits for it to end;
+/// the wait itself ignores the caller's cancellation, so a cancelled strategy
+/// still joins its children.
+class Task {
+public:
+  Task() = default;
+  Task(const Task&) = delete;
+  Task& operator=(const Task&) = delete;
+  /// A task dropped without `stop()` is cancelled; it can no longer wake anyone.
+  ~Task() {
+    if (st_ && !st_->done) {
+      st_->wake = nullptr;
+      st_->signal.emit(boost::asio::cancellation_type::terminal);
+    }
+  }
+
+  /// Spawns `aw` on `ex`. Its completion notifies `wake`.
+  void start(const boost::asio::any_io_executor& ex, boost::asio::awaitable<void> aw, Notifier* wake = nullptr) {
+    st_ = std::make_shared<State>(ex);
+    st_->wake = wake;
+    ++live_tasks();
+    boost::asio::co_spawn(ex, std::move(aw),
+                          boost::asio::bind_cancellation_slot(st_->signal.slot(), [st = st_](std::exception_ptr e) {
+                            st->done = true;
+                            st->error = e;
+                            --live_tasks();
+                            if (st->wake) st->wake->notify_all();
+                            st->joined.notify_all();
+                          }));
+  }
+
+  bool started() const noexcept { return st_ != nullptr; }
+  /// True once the coroutine has finished (normally, by exception, or cancelled).
+  bool done() const noexcept { return st_ && st_->done; }
+  /// The exception it ended with, if any (including `operation_aborted` after `stop()`).
+  std::exception_ptr error() const noexcept { return st_ ? st_->error : nullptr; }
+
+  /// Requests terminal cancellation (if still running) and waits until it has ended.
+  boost::asio::awaitable<void> stop() {
+    if (!st_) co_return;
+    auto st = st_;
+    st->wake = nullptr;
+    if (!st->done) st->signal.emit(boost::asio::cancellation_type::terminal);
+    while (!st->done) {
+      // Re-arm until done: a cancelled caller's wait completes early, the task's does not.
+      co_await st->joined.async_wait(
+          boost::asio::bind_cancellation_slot(boost::asio::cancellation_slot(), boost::asio::as_tuple(boost::asio::use_awaitable)));
+    }
+  }
+
+private:
+  struct State {
+    explicit State(const boost::asio::any_io_executor& ex) : joined(ex) {}
+    boost::asio::cancellation_signal signal;
+    bool done = false;
+    std::exception_ptr error;
+    Notifier* wake = nullptr;
+    Notifier joined;
+  };
+  std::shared_ptr<State> st_;
+};
+
+}  // namespace rollout::detail
