@@ -524,3 +524,15 @@ TEST_CASE("fault matrix: every policy call of a run fails in every mode, and the
   MESSAGE(fmt::format("blue-green fault matrix: {} calls x modes = {} runs ({} promoted, {} failed, {} rolled back)", calls.size(),
                       runs, outcomes[Status::promoted], outcomes[Status::failed], outcomes[Status::rolled_back]));
 }
+
+TEST_CASE("state and options print with fmt") {
+  BlueGreenOptions o;
+  CHECK(fmt::format("{}", o) ==
+        "probe {period 10s, timeout 1s, initial delay 0s, thresholds 1/3}, concurrency 16, ready within 10m, pre-check no, "
+        "auto-promote after 0s, verify 30s, post-check no, check timeout 10m, scale-down delay 30s, lb timeout 5s, "
+        "lb retry {5 attempts, 200ms x2 up to 5s, jitter 0.2}");
+  BlueGreenState st;
+  st.phase = BlueGreenPhase::verifying;
+  st.applied = TrafficSplit::of({{"blue", Percent{}}, {"green", Percent::full()}});
+  CHECK(fmt::format("{}", st) == "verifying, applied {blue: 0%, green: 100%}");
+}

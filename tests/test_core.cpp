@@ -228,6 +228,9 @@ TEST_CASE("every public type formats with fmt") {
   CHECK(fmt::format("{}", o) == "RolledBack after 2m: g-2 failed [instances became unhealthy]; 100% on blue");
   CHECK(format_timeline(o) == "+90s blue_green traffic_applied green: verified {green: 100%}\n");
   CHECK(fmt::format("{}", Status::promoted) == "Promoted");
+  CHECK(fmt::format("{}", Backoff{}) == "5 attempts, 200ms x2 up to 5s, jitter 0.2");
+  CHECK(fmt::format("{}", Control::Request::promote_full) == "promote_full");
+  CHECK(fmt::format("{}", Error(errc::unknown_server, "No such server.")) == "No such server.");
 }
 
 TEST_CASE("ObserverList delivers to observers and callables in order") {

@@ -381,6 +381,17 @@ TEST_CASE("probe_once bounds a probe by its timeout and absorbs exceptions") {
   CHECK(r.healthy);
 }
 
+TEST_CASE("probe_once cancelled mid-probe cancels the probe and propagates") {
+  asio::io_context io;
+  SimClock clock;
+  testing::ScriptedProbe<> probe(clock, 30s);  // a slow probe, within its timeout
+  Instance i{"x", {"v1"}, {"127.0.0.1", 1}};
+  auto e = run_and_cancel_at(io, clock, probe_once(clock, probe, i, 1min), 10s);
+  CHECK(is_aborted(e));
+  CHECK(since_epoch(clock) == 10s);
+  CHECK(clock.pending_timers() == 0);  // the probe's own wait was cancelled, not abandoned
+}
+
 TEST_CASE("HealthMonitor probes in rounds on the schedule, bounded, and reports transitions") {
   asio::io_context io;
   SimClock clock;

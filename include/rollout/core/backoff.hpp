@@ -68,3 +68,15 @@ struct Backoff {
 };
 
 }  // namespace rollout
+
+/// Formats as `5 attempts, 200ms x2 up to 5s, jitter 0.2`.
+template <>
+struct fmt::formatter<rollout::Backoff> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const rollout::Backoff& b, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(
+        fmt::format("{} attempts, {} x{} up to {}, jitter {}", b.max_attempts, rollout::format_duration(b.initial),
+                    b.multiplier, rollout::format_duration(b.max_delay), b.jitter),
+        ctx);
+  }
+};

@@ -5,6 +5,8 @@
 
 #include <rollout/core/event.hpp>
 
+#include <fmt/format.h>
+
 #include <cstddef>
 #include <functional>
 #include <string>
@@ -90,4 +92,25 @@ private:
   std::function<void(Request, const std::string&)> listener_;
 };
 
+/// `promote`, `promote_full`, `abort`, `pause` or `resume`.
+inline const char* to_string(Control::Request r) noexcept {
+  switch (r) {
+    case Control::Request::promote: return "promote";
+    case Control::Request::promote_full: return "promote_full";
+    case Control::Request::abort: return "abort";
+    case Control::Request::pause: return "pause";
+    case Control::Request::resume: return "resume";
+  }
+  return "unknown";
+}
+
 }  // namespace rollout
+
+/// Formats as `promote`.
+template <>
+struct fmt::formatter<rollout::Control::Request> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(rollout::Control::Request r, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(rollout::to_string(r), ctx);
+  }
+};

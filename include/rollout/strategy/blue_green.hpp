@@ -527,6 +527,24 @@ private:
 
 }  // namespace rollout
 
+/// Formats the options on one line, e.g. for a start-up log.
+template <>
+struct fmt::formatter<rollout::BlueGreenOptions> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const rollout::BlueGreenOptions& o, FormatContext& ctx) const {
+    using rollout::format_duration;
+    return fmt::formatter<std::string_view>::format(
+        fmt::format("probe {{{}}}, concurrency {}, ready within {}, pre-check {}, {}, verify {}, post-check {}, "
+                    "check timeout {}, scale-down delay {}, lb timeout {}, lb retry {{{}}}",
+                    o.probe, o.probe_concurrency, format_duration(o.ready_deadline), o.pre_promotion_check ? "yes" : "no",
+                    o.auto_promote ? fmt::format("auto-promote after {}", format_duration(o.auto_promote_after))
+                                   : std::string("manual promotion"),
+                    format_duration(o.verify_for), o.post_promotion_check ? "yes" : "no", format_duration(o.check_timeout),
+                    format_duration(o.scale_down_delay), format_duration(o.lb_timeout), o.lb_retry),
+        ctx);
+  }
+};
+
 /// Formats as `readiness`.
 template <>
 struct fmt::formatter<rollout::BlueGreenPhase> : fmt::formatter<std::string_view> {

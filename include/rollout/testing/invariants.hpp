@@ -68,8 +68,10 @@ private:
 /// The blue-green traffic invariants, checked after every event:
 /// - the load balancer (as seen through `state`) always sends 100% to either the
 ///   active or the target environment;
-/// - traffic moves onto the target only while every target instance is passing
-///   (its latest `instance_ready` is newer than its latest failed probe);
+/// - the switch to the target is decided (`phase_changed: switching`) only while
+///   every target instance is passing (its latest `instance_ready` is newer than
+///   its latest failed probe), and traffic never reaches a target one of whose
+///   instances has crossed its failure threshold;
 /// - once a target instance is unhealthy, the next traffic change goes back to
 ///   the active environment;
 /// - at `run_finished`, the load balancer holds 100% on the environment the
@@ -107,14 +109,13 @@ private:
     if (!sole || (*sole != active_ && *sole != target_)) {
       return fmt::format("load balancer holds {}, not 100% on {} or {}", now, active_, target_);
     }
-    if (e.kind == EventKind::traffic_applied && e.split) {
-      const auto to = e.split->sole_group();
-      if (to == target_) {
-        for (const auto& [id, ok] : passing_) {
-          if (!ok) return fmt::format("traffic moved to {} while instance {} was not passing", target_, id);
-        }
-        if (unhealthy_) return fmt::format("traffic moved to {} after one of its instances became unhealthy", target_);
+    if (e.kind == EventKind::phase_changed && e.subject == "switching") {
+      for (const auto& [id, ok] : passing_) {
+        if (!ok) return fmt::format("switch to {} decided while instance {} was not passing", target_, id);
       }
+    }
+    if (e.kind == EventKind::traffic_applied && e.split && e.split->sole_group() == target_ && unhealthy_) {
+      return fmt::format("traffic moved to {} after one of its instances became unhealthy", target_);
     }
     if (e.kind == EventKind::run_finished && !e.subject.empty() && *sole != e.subject) {
       return fmt::format("run finished claiming 100% on {} but the load balancer holds {}", e.subject, now);
