@@ -19,3 +19,4 @@
 #include <rollout/core/traffic_split.hpp>
 #include <rollout/core/types.hpp>
 #include <rollout/strategy/blue_green.hpp>
+#include <rollout/strategy/rolling.hpp>

@@ -83,7 +83,7 @@ inline std::string format_duration(Duration d) {
   if (d == Duration::max()) return "forever";
   if (d < Duration::zero()) {
     if (d == Duration::min()) return "-forever";
-    return "-" + format_duration(-d);
+    return fmt::format("-{}", format_duration(-d));  // not "-" + s: g++ 12 -O3 warns falsely (PR 105651)
   }
   const auto ns = duration_cast<nanoseconds>(d).count();
   auto trimmed = [](double v) {

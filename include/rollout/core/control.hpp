@@ -51,10 +51,10 @@ public:
     abort_reason_ = std::move(reason);
     signal(Request::abort, abort_reason_);
   }
-  void pause() {
+  void pause(std::string reason = "paused by operator") {
     if (paused_) return;
     paused_ = true;
-    signal(Request::pause, "paused by operator");
+    signal(Request::pause, reason);
   }
   void resume() {
     if (!paused_) return;

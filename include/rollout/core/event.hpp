@@ -41,6 +41,7 @@ enum class EventKind {
   step_completed,       ///< A plan step finished.
   metric_result,        ///< One metric measurement; `subject` is the metric, `detail` the value and verdict.
   instance_created,     ///< An orchestrator created `subject`.
+  instance_retiring,    ///< Retirement of `subject` began: it no longer counts as available.
   instance_retired,     ///< An orchestrator retired `subject`.
   instance_failed,      ///< `subject` failed to start or crashed.
   rollback_started,     ///< The run decided to go back to the previous state; `detail` says why.
@@ -85,6 +86,7 @@ inline const char* to_string(EventKind k) noexcept {
     case EventKind::step_completed: return "step_completed";
     case EventKind::metric_result: return "metric_result";
     case EventKind::instance_created: return "instance_created";
+    case EventKind::instance_retiring: return "instance_retiring";
     case EventKind::instance_retired: return "instance_retired";
     case EventKind::instance_failed: return "instance_failed";
     case EventKind::rollback_started: return "rollback_started";

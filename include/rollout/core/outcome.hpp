@@ -6,9 +6,12 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
 #include <rollout/core/event.hpp>
+#include <rollout/core/types.hpp>
 
 #include <fmt/format.h>
 
+#include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +26,14 @@ enum class Status {
                 ///< traffic is on the old version unless `reason` says restoring it failed too.
 };
 
+/// What a fleet-changing run did (rolling updates): counts and the fleet it left.
+struct FleetReport {
+  std::size_t created = 0;         ///< Instances created by this run.
+  std::size_t retired = 0;         ///< Instances retired by this run (old ones and failed new ones).
+  std::size_t failed = 0;          ///< New instances that failed to start or become ready, and failed calls.
+  std::vector<Instance> fleet;     ///< The fleet as `list()` reported it at the end.
+};
+
 /// The result of `run()`. A failed rollout is an outcome, not an exception.
 struct Outcome {
   Status status = Status::failed;
@@ -32,6 +43,7 @@ struct Outcome {
   std::string releasable;   ///< The group that no longer gets traffic and may be scaled down, if any.
   Duration elapsed{};       ///< Run time on the strategy's clock.
   std::vector<Event> timeline;  ///< Every event of the run, in order.
+  std::optional<FleetReport> fleet;  ///< Rolling updates: what was created, retired and left.
 
   /// True when promoted.
   bool ok() const noexcept { return status == Status::promoted; }
@@ -75,6 +87,10 @@ struct fmt::formatter<rollout::Outcome> : fmt::formatter<std::string_view> {
     if (!o.reason.empty()) text += fmt::format(": {}", o.reason);
     if (o.code) text += fmt::format(" [{}]", o.code.message());
     if (!o.active.empty()) text += fmt::format("; 100% on {}", o.active);
+    if (o.fleet) {
+      text += fmt::format("; created {}, retired {}, failed {}, fleet of {}", o.fleet->created, o.fleet->retired,
+                          o.fleet->failed, o.fleet->fleet.size());
+    }
     return fmt::formatter<std::string_view>::format(text, ctx);
   }
 };

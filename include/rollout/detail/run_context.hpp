@@ -17,6 +17,8 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <concepts>
+
 #include <fmt/format.h>
 
 #include <exception>
@@ -42,8 +44,7 @@ public:
 
   void emit(EventKind kind, std::string subject = {}, std::string detail = {}, std::optional<TrafficSplit> split = {},
             error_code ec = {}) {
-    Event e{elapsed(), kind, strategy_, std::move(subject), std::move(detail), std::move(split), ec};
-    timeline_.push_back(e);
+    timeline_.push_back(Event{elapsed(), kind, strategy_, std::move(subject), std::move(detail), std::move(split), ec});
     observers_->on_event(timeline_.back());
   }
 
@@ -65,20 +66,37 @@ private:
   std::vector<Event> timeline_;
 };
 
-/// One `lb.apply(split)`, bounded by `timeout`. A timeout, a thrown exception or an
-/// error result all come back as an `Error` naming the call.
+/// One policy call, bounded by `timeout`, named by `what()` in every error. A
+/// timeout, a thrown exception or an error result all come back as an `Error`
+/// whose message starts with the name, e.g. `lb.apply({green: 100%}): No such
+/// server.`. The name is only built when an error needs it. Cancellation of the
+/// caller is not an error: it propagates as `operation_aborted`.
+template <Clock C, class T, std::invocable What>
+boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What what, boost::asio::awaitable<result<T>> aw) {
+  std::exception_ptr thrown;
+  Error err;
+  try {
+    auto r = co_await with_timeout(clock, timeout, std::move(aw));
+    if (!r) co_return Error(errc::timeout, fmt::format("{} timed out after {}", what(), format_duration(timeout)));
+    if (!*r) co_return Error(r->error().code, fmt::format("{}: {}", what(), r->error().message));
+    co_return std::move(*r);
+  } catch (const boost::system::system_error& e) {
+    thrown = std::current_exception();
+    err = Error(e.code(), fmt::format("{} threw: {}", what(), e.what()));
+  } catch (const std::exception& e) {
+    thrown = std::current_exception();
+    err = Error(errc::policy_exception, fmt::format("{} threw: {}", what(), e.what()));
+  }
+  // (co_await is not allowed inside a handler, hence the detour.)
+  auto cs = co_await boost::asio::this_coro::cancellation_state;
+  if (cs.cancelled() != boost::asio::cancellation_type::none) std::rethrow_exception(thrown);
+  co_return err;
+}
+
+/// One `lb.apply(split)`, bounded by `timeout`.
 template <LoadBalancer LB, Clock C>
 boost::asio::awaitable<result<void>> apply_once(LB& lb, const C& clock, const TrafficSplit& split, Duration timeout) {
-  try {
-    auto r = co_await with_timeout(clock, timeout, lb.apply(split));
-    if (!r) co_return Error(errc::timeout, fmt::format("lb.apply({}) timed out after {}", split, format_duration(timeout)));
-    if (!*r) co_return Error(r->error().code, fmt::format("lb.apply({}): {}", split, r->error().message));
-    co_return result<void>{};
-  } catch (const boost::system::system_error& e) {
-    co_return Error(e.code(), fmt::format("lb.apply({}) threw: {}", split, e.what()));
-  } catch (const std::exception& e) {
-    co_return Error(errc::policy_exception, fmt::format("lb.apply({}) threw: {}", split, e.what()));
-  }
+  return call(clock, timeout, [&split] { return fmt::format("lb.apply({})", split); }, lb.apply(split));
 }
 
 /// Applies `split` through `lb` with retries under `backoff`, shielded from the

@@ -17,7 +17,9 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <utility>
 
 namespace rollout::detail {
@@ -42,22 +44,26 @@ public:
   ~Task() {
     if (st_ && !st_->done) {
       st_->wake = nullptr;
+      st_->on_done = {};
       st_->signal.emit(boost::asio::cancellation_type::terminal);
     }
   }
 
-  /// Spawns `aw` on `ex`. Its completion notifies `wake`.
-  void start(const boost::asio::any_io_executor& ex, boost::asio::awaitable<void> aw, Notifier* wake = nullptr) {
+  /// Spawns `aw` on `ex`. Its completion calls `on_done` (if any), then notifies `wake`.
+  void start(const boost::asio::any_io_executor& ex, boost::asio::awaitable<void> aw, Notifier* wake = nullptr,
+             std::function<void()> on_done = {}) {
     st_ = std::make_shared<State>(ex);
     st_->wake = wake;
+    st_->on_done = std::move(on_done);
     ++live_tasks();
     boost::asio::co_spawn(ex, std::move(aw),
                           boost::asio::bind_cancellation_slot(st_->signal.slot(), [st = st_](std::exception_ptr e) {
                             st->done = true;
                             st->error = e;
                             --live_tasks();
+                            if (st->on_done) std::exchange(st->on_done, {})();
                             if (st->wake) st->wake->notify_all();
-                            st->joined.notify_all();
+                            if (st->joined) st->joined->notify_all();
                           }));
   }
 
@@ -72,22 +78,26 @@ public:
     if (!st_) co_return;
     auto st = st_;
     st->wake = nullptr;
+    st->on_done = {};
     if (!st->done) st->signal.emit(boost::asio::cancellation_type::terminal);
+    if (!st->done && !st->joined) st->joined.emplace(st->ex);
     while (!st->done) {
       // Re-arm until done: a cancelled caller's wait completes early, the task's does not.
-      co_await st->joined.async_wait(
+      co_await st->joined->async_wait(
           boost::asio::bind_cancellation_slot(boost::asio::cancellation_slot(), boost::asio::as_tuple(boost::asio::use_awaitable)));
     }
   }
 
 private:
   struct State {
-    explicit State(const boost::asio::any_io_executor& ex) : joined(ex) {}
+    explicit State(const boost::asio::any_io_executor& e) : ex(e) {}
+    boost::asio::any_io_executor ex;
     boost::asio::cancellation_signal signal;
     bool done = false;
     std::exception_ptr error;
     Notifier* wake = nullptr;
-    Notifier joined;
+    std::function<void()> on_done;
+    std::optional<Notifier> joined;  // created only when someone waits for a running task
   };
   std::shared_ptr<State> st_;
 };

@@ -32,7 +32,7 @@ struct StartScript {
   bool crashes = false;                             ///< `wait_ready` reports `errc::instance_failed` at start_latency.
 };
 
-/// A fleet in memory. `create(r)` adds an instance `r.id-N` after
+/// A fleet in memory. `create(r)` adds an instance `r.id-NNNN` after
 /// `create_latency`; `wait_ready` completes when its `StartScript` says; `retire`
 /// removes it after `retire_latency` (and succeeds if it is already gone);
 /// `list` returns the fleet. The script for the N-th created instance comes from
@@ -45,13 +45,23 @@ template <Clock C = SimClock>
 class FakeOrchestrator {
 public:
   FakeOrchestrator(C clock, std::vector<Instance> fleet = {}) : clock_(std::move(clock)) {
-    for (auto& i : fleet) add_existing(std::move(i));
+    for (auto& i : fleet) adopt(std::move(i));
+  }
+
+  /// Adds an instance that is already running and ready (the fleet before a rollout).
+  void adopt(Instance i) {
+    Entry e;
+    e.instance = i;
+    e.ready = true;
+    e.script.start_latency = Duration::zero();
+    fleet_.emplace(i.id, std::move(e));
+    peak_ = std::max(peak_, fleet_.size());
   }
 
   boost::asio::awaitable<result<Instance>> create(const Revision& r) {
     const auto n = created_++;
     if (auto err = co_await fault("orchestrator.create", r.id, create_latency_)) co_return *err;
-    Instance inst{fmt::format("{}-{}", r.id, n), r, {"127.0.0.1", static_cast<std::uint16_t>(20000 + (n % 40000))}};
+    Instance inst{fmt::format("{}-{:04}", r.id, n), r, {"127.0.0.1", static_cast<std::uint16_t>(20000 + (n % 40000))}};
     Entry e;
     e.instance = inst;
     e.created_at = clock_.now();
@@ -122,14 +132,6 @@ private:
     StartScript script{};
     bool ready = false;
   };
-
-  void add_existing(Instance i) {
-    Entry e;
-    e.instance = i;
-    e.ready = true;
-    fleet_.emplace(i.id, std::move(e));
-    peak_ = std::max(peak_, fleet_.size());
-  }
 
   boost::asio::awaitable<std::optional<Error>> fault(const char* call, const std::string& what, Duration latency) {
     Fault f = plan_ ? plan_->on_call(call, what) : Fault::ok();

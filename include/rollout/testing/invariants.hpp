@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -128,6 +130,71 @@ private:
   std::function<TrafficSplit()> state_;
   std::map<std::string, bool> passing_;
   bool unhealthy_ = false;
+};
+
+/// The rolling-update capacity invariants, checked after every event:
+/// - the fleet (as the orchestrator reports it, through `fleet_size`) never holds
+///   more than `desired + surge` instances;
+/// - the instances serving (the initial fleet, plus `instance_ready`, minus
+///   `instance_retiring`/`instance_retired`/`instance_failed`) never drop below
+///   `desired - unavailable`, or, if the fleet started lower, below the highest
+///   level reached so far (the run never makes a short fleet worse);
+/// - every instance counted as serving exists and is ready (`is_ready`).
+class RollingInvariants {
+public:
+  RollingInvariants(std::int64_t desired, std::int64_t surge, std::int64_t unavailable,
+                    const std::vector<std::string>& initial_fleet, std::function<std::size_t()> fleet_size,
+                    std::function<bool(const std::string&)> is_ready)
+      : ceiling_(desired + surge),
+        floor_(desired - unavailable),
+        serving_(initial_fleet.begin(), initial_fleet.end()),
+        fleet_size_(std::move(fleet_size)),
+        is_ready_(std::move(is_ready)) {
+    best_ = static_cast<std::int64_t>(serving_.size());
+  }
+
+  void install(InvariantChecker& checker) {
+    checker.add("rolling.capacity", [this](const Event& e) { return check(e); });
+  }
+
+  /// The lowest number of serving instances seen, for reports.
+  std::int64_t min_serving() const noexcept { return min_seen_; }
+  /// The largest fleet seen.
+  std::size_t max_fleet() const noexcept { return max_fleet_; }
+
+private:
+  std::optional<std::string> check(const Event& e) {
+    switch (e.kind) {
+      case EventKind::instance_ready: serving_.insert(e.subject); break;
+      case EventKind::instance_retiring:
+      case EventKind::instance_retired:
+      case EventKind::instance_failed: serving_.erase(e.subject); break;
+      default: break;
+    }
+    const auto n = static_cast<std::int64_t>(serving_.size());
+    const auto size = fleet_size_();
+    max_fleet_ = std::max(max_fleet_, size);
+    min_seen_ = std::min(min_seen_, n);
+    if (static_cast<std::int64_t>(size) > ceiling_) {
+      return fmt::format("fleet holds {} instances, above desired + surge = {}", size, ceiling_);
+    }
+    const auto floor = std::min(floor_, best_);
+    if (n < floor) return fmt::format("{} instances serving, below {}", n, floor);
+    best_ = std::max(best_, std::min(n, floor_));
+    for (const auto& id : serving_) {
+      if (!is_ready_(id)) return fmt::format("instance {} counted as serving but not ready in the fleet", id);
+    }
+    return std::nullopt;
+  }
+
+  std::int64_t ceiling_;
+  std::int64_t floor_;
+  std::set<std::string> serving_;
+  std::function<std::size_t()> fleet_size_;
+  std::function<bool(const std::string&)> is_ready_;
+  std::int64_t best_ = 0;
+  std::int64_t min_seen_ = INT64_MAX;
+  std::size_t max_fleet_ = 0;
 };
 
 }  // namespace rollout::testing

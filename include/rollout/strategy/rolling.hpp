@@ -1,0 +1,750 @@
+#pragma once
+
+/// @file
+/// `rollout::Rolling<Orchestrator, Clock>`: a rolling update with Kubernetes
+/// surge/unavailable semantics, pipelined replacement, deadlines, rollback and partition.
+
+#include <rollout/concepts.hpp>
+#include <rollout/core/backoff.hpp>
+#include <rollout/core/clock.hpp>
+#include <rollout/core/control.hpp>
+#include <rollout/core/error.hpp>
+#include <rollout/core/event.hpp>
+#include <rollout/core/outcome.hpp>
+#include <rollout/core/percent.hpp>
+#include <rollout/core/types.hpp>
+#include <rollout/detail/notifier.hpp>
+#include <rollout/detail/race.hpp>
+#include <rollout/detail/retry.hpp>
+#include <rollout/detail/run_context.hpp>
+#include <rollout/detail/task.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace rollout {
+
+/// A `max_surge` or `max_unavailable` budget: an absolute number of instances or
+/// a percentage of `desired`. Converts implicitly from either, so
+/// `opts.max_surge = 1;` and `opts.max_surge = 25_pct;` both read naturally.
+class Budget {
+public:
+  constexpr Budget(std::int64_t count) noexcept : value_(count) {}  // NOLINT: implicit on purpose
+  constexpr Budget(int count) noexcept : value_(static_cast<std::int64_t>(count)) {}  // NOLINT
+  constexpr Budget(Percent p) noexcept : value_(p) {}  // NOLINT
+
+  bool is_percent() const noexcept { return std::holds_alternative<Percent>(value_); }
+  /// The absolute value, or -1 for a percentage.
+  std::int64_t count() const noexcept { return is_percent() ? -1 : std::get<std::int64_t>(value_); }
+  /// True for an explicit 0 or 0%.
+  bool is_zero() const noexcept { return is_percent() ? std::get<Percent>(value_).is_zero() : count() == 0; }
+  /// The number of instances for `desired`: percentages round up (surge) or down (unavailable).
+  std::int64_t resolve(std::int64_t desired, bool round_up) const noexcept {
+    if (!is_percent()) return count();
+    const auto p = std::get<Percent>(value_);
+    return round_up ? p.of_rounded_up(desired) : p.of_rounded_down(desired);
+  }
+  /// `25%` or `3`.
+  std::string text() const { return is_percent() ? std::get<Percent>(value_).text() : fmt::format("{}", count()); }
+
+private:
+  std::variant<std::int64_t, Percent> value_;
+};
+
+/// `max_surge` and `max_unavailable` resolved to instance counts.
+struct ResolvedBudgets {
+  std::int64_t surge = 0;
+  std::int64_t unavailable = 0;
+  friend bool operator==(const ResolvedBudgets&, const ResolvedBudgets&) = default;
+};
+
+/// Kubernetes' rule (`ResolveFenceposts` in the Deployment controller): a percent
+/// surge rounds up, a percent unavailable rounds down, and if both come to 0,
+/// unavailable becomes 1 so that the update can make progress.
+inline ResolvedBudgets resolve_budgets(std::int64_t desired, const Budget& max_surge, const Budget& max_unavailable) {
+  ResolvedBudgets r{max_surge.resolve(desired, true), max_unavailable.resolve(desired, false)};
+  if (r.surge == 0 && r.unavailable == 0) r.unavailable = 1;
+  return r;
+}
+
+/// What a rolling update does when it fails (instances never ready, too many
+/// failures, no progress): go back to the old revision (the default), or hold
+/// where it is until `control().resume()` (try again) or `control().abort()` (roll back).
+enum class OnFailure { rollback, pause };
+
+/// Options of a rolling update. Defaults follow the Kubernetes Deployment
+/// controller (25%/25%, `minReadySeconds` 0, `progressDeadlineSeconds` 600) and
+/// Nomad (`healthy_deadline` 5 min).
+struct RollingOptions {
+  std::int64_t desired = 1;                                 ///< Instances the fleet should run (>= 1).
+  Budget max_surge = Percent::from_basis_points(2500);      ///< Instances above `desired` allowed during the update.
+  Budget max_unavailable = Percent::from_basis_points(2500);  ///< Instances below `desired` allowed to be unavailable.
+  Duration min_ready{0};                                    ///< A ready instance counts as available after this long (>= 0).
+  Duration ready_deadline{std::chrono::minutes(5)};         ///< Time for one new instance to become ready (> 0).
+  std::int64_t max_failed_instances = 3;                    ///< Failures (never ready, crashed, failed calls) before failing (>= 1).
+  Duration progress_deadline{std::chrono::minutes(10)};     ///< Fail after this long without an instance becoming available or retired (> 0).
+  OnFailure on_failure = OnFailure::rollback;               ///< What to do on failure.
+  std::int64_t partition = 0;                               ///< Leave this many instances on the old revision (0..desired).
+  Duration call_timeout{std::chrono::minutes(1)};           ///< Bound on each create, retire and list call (> 0).
+  Backoff retry{};                                          ///< Retries of transient orchestrator errors.
+
+  /// Throws `invalid_option` naming the field and the value for any option out of range.
+  void validate() const {
+    if (desired < 1) throw invalid_option("desired", fmt::format("{}", desired), "must be at least 1");
+    if (!max_surge.is_percent() && max_surge.count() < 0) {
+      throw invalid_option("max_surge", max_surge.text(), "must not be negative");
+    }
+    if (!max_unavailable.is_percent() && max_unavailable.count() < 0) {
+      throw invalid_option("max_unavailable", max_unavailable.text(), "must not be negative");
+    }
+    if (max_surge.is_zero() && max_unavailable.is_zero()) {
+      throw invalid_option("max_surge", fmt::format("{} (max_unavailable {})", max_surge.text(), max_unavailable.text()),
+                           "max_surge and max_unavailable are both 0: the update could never make progress");
+    }
+    if (min_ready < Duration::zero()) throw invalid_option("min_ready", format_duration(min_ready), "must not be negative");
+    if (ready_deadline <= Duration::zero()) {
+      throw invalid_option("ready_deadline", format_duration(ready_deadline), "must be greater than 0");
+    }
+    if (max_failed_instances < 1) {
+      throw invalid_option("max_failed_instances", fmt::format("{}", max_failed_instances), "must be at least 1");
+    }
+    if (progress_deadline <= Duration::zero()) {
+      throw invalid_option("progress_deadline", format_duration(progress_deadline), "must be greater than 0");
+    }
+    if (partition < 0 || partition > desired) {
+      throw invalid_option("partition", fmt::format("{}", partition), fmt::format("must be within 0..desired ({})", desired));
+    }
+    if (call_timeout <= Duration::zero()) {
+      throw invalid_option("call_timeout", format_duration(call_timeout), "must be greater than 0");
+    }
+    retry.validate("retry");
+  }
+};
+
+/// The phases of a rolling update.
+enum class RollingPhase { pending, rolling_forward, paused, rolling_back, done };
+
+/// Name of a phase, e.g. `rolling_forward`.
+inline const char* to_string(RollingPhase p) noexcept {
+  switch (p) {
+    case RollingPhase::pending: return "pending";
+    case RollingPhase::rolling_forward: return "rolling_forward";
+    case RollingPhase::paused: return "paused";
+    case RollingPhase::rolling_back: return "rolling_back";
+    case RollingPhase::done: return "done";
+  }
+  return "unknown";
+}
+
+/// The observable state of a rolling update: plain data, printable with fmt.
+struct RollingState {
+  RollingPhase phase = RollingPhase::pending;
+  std::int64_t total = 0;       ///< Instances that exist (including starting and retiring ones, and creates in flight).
+  std::int64_t available = 0;   ///< Instances serving: ready for `min_ready`, not retiring.
+  std::int64_t updated = 0;     ///< Instances on the target revision of the current pass, not retiring.
+  FleetReport report;           ///< Counts so far.
+};
+
+/// A rolling update: replaces the `desired` instances of revision `from` with
+/// instances of revision `to` through an `Orchestrator`, keeping the fleet's
+/// capacity guarantees at every moment and finishing as fast as the budgets allow.
+///
+/// Semantics (Kubernetes Deployment, with StatefulSet's partition):
+/// - **Budgets.** `max_surge` and `max_unavailable` resolve with `resolve_budgets`.
+/// - **Pipelined.** A new instance starts whenever `total < desired + surge`; an
+///   old instance is retired whenever `available - 1 >= desired - unavailable`.
+///   Each replacement starts as soon as the budget allows; nothing waits for a batch.
+///   An instance is *available* once `wait_ready` succeeded and `min_ready` has passed.
+/// - **Failures.** A new instance not ready within `ready_deadline`, or one that
+///   crashes, is retired and counted. After `max_failed_instances` failures, or no
+///   progress (an instance becoming available or retired) for `progress_deadline`,
+///   the update fails. It then rolls back, by the same algorithm and budgets, to
+///   `from` (or pauses, with `on_failure = pause`). The rollback replaces failed
+///   start-ups without a limit and gives up only at the progress deadline.
+/// - **Partition.** With `partition = k`, the update stops with `k` instances
+///   still on `from`. A later run continues it.
+/// - **Resume.** `run()` starts from `list()`: instances of `to` are adopted (and
+///   re-checked with `wait_ready`), others are treated as old. Running again after
+///   a crash or a partitioned run continues without creating extras.
+///
+/// Invariants (checked by `testing::RollingInvariants`): available never drops
+/// below `desired - unavailable` (or below what it was, if the fleet started
+/// lower); total never exceeds `desired + surge`; everything created is serving
+/// or retired at the end.
+///
+/// **Cancellation and abort.** `control().abort()` or cancelling the caller stops
+/// new work, cancels instance start-ups in flight, lets retirements in flight
+/// finish, then rolls back to `from`; the rollback is not cancellable. `pause()`
+/// holds new work (and the progress clock) until `resume()`. **Errors** become the
+/// `Outcome`, which carries a `FleetReport`.
+///
+/// `run()` may be called once. The orchestrator and observers are held by
+/// reference and must outlive the run. Use one strand.
+template <Orchestrator O, Clock C = SteadyClock>
+class Rolling {
+public:
+  /// Validates everything and throws `invalid_option` (naming field and value) on bad input.
+  Rolling(O& orchestrator, Revision from, Revision to, RollingOptions options, C clock = C{})
+      : orch_(orchestrator),
+        from_(std::move(from)),
+        to_(std::move(to)),
+        options_(std::move(options)),
+        clock_(std::move(clock)),
+        ctx_("rolling", clock_, observers_),
+        rng_(options_.retry.seed) {
+    if (from_.id.empty()) throw invalid_option("from", "\"\"", "must not be empty");
+    if (to_.id.empty()) throw invalid_option("to", "\"\"", "must not be empty");
+    if (from_ == to_) throw invalid_option("to", fmt::format("\"{}\"", to_.id), "must differ from the old revision");
+    options_.validate();
+    budgets_ = resolve_budgets(options_.desired, options_.max_surge, options_.max_unavailable);
+  }
+
+  Rolling(const Rolling&) = delete;
+  Rolling& operator=(const Rolling&) = delete;
+
+  /// Runs the update to its end and returns how it went. See the class comment.
+  boost::asio::awaitable<Outcome> run() {
+    if (started_) throw std::logic_error("Rolling::run() may be called only once");
+    started_ = true;
+    co_await boost::asio::this_coro::throw_if_cancelled(false);
+    ex_ = co_await boost::asio::this_coro::executor;
+    detail::Notifier wake(ex_);
+    wake_ = &wake;
+    ctx_.begin();
+    ctx_.emit(EventKind::run_started, to_.id,
+              fmt::format("rolling update {} -> {}: desired {}, surge {} ({}), unavailable {} ({}), partition {}", from_,
+                          to_, options_.desired, budgets_.surge, options_.max_surge.text(), budgets_.unavailable,
+                          options_.max_unavailable.text(), options_.partition));
+    control_.set_listener([this](Control::Request r, const std::string& detail) { on_request(r, detail); });
+
+    Outcome out = co_await body();
+
+    control_.set_listener({});
+    state_.phase = RollingPhase::done;
+    ctx_.emit(EventKind::phase_changed, to_string(RollingPhase::done));
+    wake_ = nullptr;
+    co_return ctx_.finish(std::move(out));
+  }
+
+  Control& control() noexcept { return control_; }
+  ObserverList& observers() noexcept { return observers_; }
+  const RollingState& state() const noexcept { return state_; }
+  const RollingOptions& options() const noexcept { return options_; }
+  /// `max_surge` and `max_unavailable` as instance counts for `desired`.
+  const ResolvedBudgets& budgets() const noexcept { return budgets_; }
+
+private:
+  enum class MemberState { starting, warming, available, retiring, failed };
+  struct Member {
+    Instance instance;
+    MemberState state = MemberState::starting;
+  };
+  /// Why a pass ended.
+  struct PassResult {
+    enum Kind { done, failed, aborted } kind = done;
+    Error error{};
+  };
+
+  void on_request(Control::Request r, const std::string& detail) {
+    switch (r) {
+      case Control::Request::promote:
+      case Control::Request::promote_full: ctx_.emit(EventKind::promote_requested, to_.id, detail); break;
+      case Control::Request::abort: ctx_.emit(EventKind::abort_requested, to_.id, detail); break;
+      case Control::Request::pause: ctx_.emit(EventKind::paused, to_.id, detail); break;
+      case Control::Request::resume: ctx_.emit(EventKind::resumed, to_.id, detail); break;
+    }
+    if (wake_) wake_->notify_all();
+  }
+
+  void set_phase(RollingPhase p) {
+    if (state_.phase == p) return;
+    state_.phase = p;
+    ctx_.emit(EventKind::phase_changed, to_string(p));
+  }
+
+  void progress() { last_progress_ = clock_.now(); }
+
+  // ---- bookkeeping: counts are maintained incrementally, so each event costs
+  // O(log n), not a scan of the fleet (10,000-instance updates stay cheap).
+
+  bool is_target(const Member& m) const { return m.instance.revision == *target_; }
+
+  void account(const std::string& id, const Member& m, int sign) {
+    const bool target = is_target(m);
+    switch (m.state) {
+      case MemberState::available:
+        available_ += sign;
+        (target ? target_alive_ : others_alive_) += sign;
+        if (sign > 0) (target ? retirable_targets_ : retirable_others_).insert(id);
+        else (target ? retirable_targets_ : retirable_others_).erase(id);
+        break;
+      case MemberState::starting:
+      case MemberState::warming:
+        busy_ += sign;
+        (target ? target_alive_ : others_alive_) += sign;
+        break;
+      case MemberState::retiring:
+      case MemberState::failed:
+        busy_ += sign;
+        break;
+    }
+  }
+  void add_member(const Instance& inst, MemberState st) {
+    auto [it, inserted] = members_.emplace(inst.id, Member{inst, st});
+    if (!inserted) return;
+    account(it->first, it->second, +1);
+    queue_if_dead_weight(it->first, it->second);
+  }
+  void set_state(const std::string& id, MemberState st) {
+    auto it = members_.find(id);
+    if (it == members_.end()) return;
+    account(id, it->second, -1);
+    it->second.state = st;
+    account(id, it->second, +1);
+    queue_if_dead_weight(id, it->second);
+  }
+  void remove_member(const std::string& id) {
+    auto it = members_.find(id);
+    if (it == members_.end()) return;
+    account(id, it->second, -1);
+    members_.erase(it);
+  }
+  /// Failed instances, and others that never served, hold no capacity: they are retired at once.
+  void queue_if_dead_weight(const std::string& id, const Member& m) {
+    if ((m.state == MemberState::failed && !stuck_.contains(id)) || (!is_target(m) && m.state == MemberState::starting)) {
+      dead_weight_.push_back(id);
+    }
+  }
+  void clear_members() {
+    members_.clear();
+    retirable_others_.clear();
+    retirable_targets_.clear();
+    dead_weight_.clear();
+    available_ = target_alive_ = others_alive_ = busy_ = 0;
+  }
+
+  std::int64_t total() const { return static_cast<std::int64_t>(members_.size()) + pending_creates_; }
+  std::int64_t available() const { return available_; }
+  /// Target instances that exist or are being created, and are not going away.
+  std::int64_t target_alive() const { return target_alive_ + pending_creates_; }
+  std::int64_t others_alive() const { return others_alive_; }
+  bool busy() const { return pending_creates_ > 0 || busy_ > 0; }
+  void refresh_state() {
+    state_.total = total();
+    state_.available = available();
+    state_.updated = target_ ? target_alive_ : 0;
+  }
+
+  // ---- orchestrator calls -------------------------------------------------------
+
+  /// A call with `call_timeout` and `retry`; `what()` names it in errors.
+  template <class T, class What, class F>
+  boost::asio::awaitable<result<T>> with_retry(What what, F make_call) {
+    co_return co_await detail::retry(
+        clock_, options_.retry, rng_, [&] { return detail::call(clock_, options_.call_timeout, what, make_call()); },
+        [](int, const Error&, std::optional<Duration>) {});
+  }
+
+  /// Creates one instance of the target revision and brings it to available.
+  boost::asio::awaitable<void> start_one(Revision rev) {
+    auto created = co_await with_retry<Instance>([&] { return fmt::format("orchestrator.create({})", rev); },
+                                                 [&] { return orch_.create(rev); });
+    --pending_creates_;
+    if (!created) {
+      note_failure(fmt::format("create({})", rev), created.error());
+      if (wake_) wake_->notify_all();
+      co_return;
+    }
+    ++report_.created;
+    const Instance inst = *created;
+    add_member(inst, MemberState::starting);
+    ctx_.emit(EventKind::instance_created, inst.id, fmt::format("{} at {}", inst.revision, inst.endpoint));
+    co_await become_available(inst);
+  }
+
+  /// Waits for `inst` to be ready (within `ready_deadline`), then `min_ready`.
+  boost::asio::awaitable<void> become_available(Instance inst) {
+    if (wake_) wake_->notify_all();
+    auto ready = co_await detail::call(
+        clock_, options_.ready_deadline, [&] { return fmt::format("orchestrator.wait_ready({})", inst.id); }, orch_.wait_ready(inst));
+    if (!members_.contains(inst.id)) co_return;
+    if (!ready) {
+      set_state(inst.id, MemberState::failed);
+      note_failure(inst.id, ready.error(),
+                   ready.error() == errc::timeout ? fmt::format("not ready within {}", format_duration(options_.ready_deadline))
+                                                  : std::string());
+      if (wake_) wake_->notify_all();
+      co_return;
+    }
+    if (options_.min_ready > Duration::zero()) {
+      set_state(inst.id, MemberState::warming);
+      co_await detail::sleep_for(clock_, options_.min_ready);
+      if (!members_.contains(inst.id)) co_return;
+    }
+    set_state(inst.id, MemberState::available);
+    known_available_.insert(inst.id);
+    progress();
+    ctx_.emit(EventKind::instance_ready, inst.id,
+              options_.min_ready > Duration::zero() ? fmt::format("available (ready for {})", format_duration(options_.min_ready))
+                                                    : std::string("available"));
+    if (wake_) wake_->notify_all();
+  }
+
+  /// Starts retiring `id` (the orchestrator drains it first): it stops counting as
+  /// available now, synchronously, so the budget arithmetic stays exact.
+  void begin_retire(std::string id) {  // by value: the caller may pass an element of a set that set_state() erases
+    const auto& m = members_.at(id);
+    const bool was_failed = m.state == MemberState::failed;
+    const bool was_old = !is_target(m);
+    set_state(id, MemberState::retiring);
+    ctx_.emit(EventKind::instance_retiring, id,
+              was_failed ? std::string("failed instance")
+              : was_old  ? fmt::format("old instance ({})", m.instance.revision)
+                         : std::string("surplus instance"));
+    spawn(retire_one(m.instance, was_old), false);
+  }
+
+  boost::asio::awaitable<void> retire_one(Instance inst, bool was_old) {
+    auto r = co_await with_retry<void>([&] { return fmt::format("orchestrator.retire({})", inst.id); },
+                                       [&] { return orch_.retire(inst); });
+    if (!r) {
+      // Still there and not serving: counted, reported, and left for list() to show.
+      stuck_.insert(inst.id);
+      set_state(inst.id, MemberState::failed);
+      note_failure(inst.id, r.error());
+    } else {
+      remove_member(inst.id);
+      known_available_.erase(inst.id);
+      ++report_.retired;
+      if (was_old) progress();
+      ctx_.emit(EventKind::instance_retired, inst.id, "");
+    }
+    if (wake_) wake_->notify_all();
+  }
+
+  void note_failure(const std::string& subject, const Error& e, std::string detail = {}) {
+    ++failures_;
+    ++report_.failed;
+    last_failure_ = fmt::format("{}: {}", subject, detail.empty() ? e.message : detail);
+    ctx_.emit(EventKind::instance_failed, subject, detail.empty() ? e.message : std::move(detail), std::nullopt, e.code);
+  }
+
+  void spawn(boost::asio::awaitable<void> aw, bool cancel_on_abort) {
+    auto it = tasks_.emplace(tasks_.end());
+    it->cancel_on_abort = cancel_on_abort;
+    it->task.start(ex_, std::move(aw), wake_, [this, it] { finished_.push_back(it); });
+  }
+
+  /// Forgets finished tasks (only those: the fleet may have thousands in flight);
+  /// rethrows a task's unexpected exception, which would be a bug.
+  void reap() {
+    auto done = std::move(finished_);
+    finished_.clear();
+    for (auto it : done) {
+      auto e = it->task.error();
+      tasks_.erase(it);
+      if (e) std::rethrow_exception(e);
+    }
+  }
+
+  /// Stops every task: start-ups are cancelled, retirements run to their end.
+  boost::asio::awaitable<void> stop_tasks() {
+    for (auto& t : tasks_) {
+      if (t.cancel_on_abort) co_await t.task.stop();
+    }
+    for (auto& t : tasks_) {
+      while (!t.task.done()) co_await detail::wait_for_change(clock_, *wake_, TimePoint::max());
+    }
+    tasks_.clear();
+    finished_.clear();
+    pending_creates_ = 0;
+  }
+
+  /// Retires every instance that is not serving (failed, or whose start-up was
+  /// cancelled) and waits for all retirements: nothing created is left behind.
+  boost::asio::awaitable<void> retire_leftovers() {
+    co_await stop_tasks();
+    std::vector<std::string> leftovers;
+    for (const auto& [id, m] : members_) {
+      if (m.state != MemberState::available && m.state != MemberState::retiring && !stuck_.contains(id)) leftovers.push_back(id);
+    }
+    dead_weight_.clear();
+    for (const auto& id : leftovers) begin_retire(id);
+    co_await stop_tasks();
+  }
+
+  // ---- one pass of the algorithm ---------------------------------------------
+
+  /// Reconciles with `list()`: target instances we have not seen serving are
+  /// re-checked, other instances we have not seen serving are retired first.
+  boost::asio::awaitable<std::optional<Error>> reconcile() {
+    auto listed = co_await with_retry<std::vector<Instance>>([] { return std::string("orchestrator.list"); }, [&] { return orch_.list(); });
+    if (!listed) co_return listed.error();
+    clear_members();
+    for (const auto& inst : *listed) {
+      auto st = MemberState::available;
+      if (!known_available_.contains(inst.id)) {
+        if (first_list_ && !(inst.revision == to_)) {
+          known_available_.insert(inst.id);  // the fleet we were handed is serving
+        } else {
+          st = stuck_.contains(inst.id) ? MemberState::failed : MemberState::starting;
+        }
+      }
+      add_member(inst, st);
+    }
+    first_list_ = false;
+    for (auto& [id, m] : members_) {
+      if (m.state == MemberState::starting && is_target(m)) spawn(become_available(m.instance), true);
+    }
+    co_return std::nullopt;
+  }
+
+  /// Drives the fleet to `desired` instances: `keep_others` (at most) stay on other
+  /// revisions, the rest run `*target_`. `abortable` passes stop on abort;
+  /// rollback passes do not.
+  boost::asio::awaitable<PassResult> pass(std::int64_t keep_others, bool abortable) {
+    failures_ = 0;
+    progress();
+    if (auto err = co_await reconcile()) co_return PassResult{PassResult::failed, *err};
+    detail::Task deadline_watch;
+    deadline_watch.start(ex_, watch_progress());
+    auto r = co_await drive(keep_others, abortable);
+    co_await deadline_watch.stop();
+    co_return r;
+  }
+
+  boost::asio::awaitable<PassResult> drive(std::int64_t keep_others, bool abortable) {
+    keep_others = std::min(keep_others, others_alive());  // a partition cannot keep what is not there
+    kept_ = keep_others;
+    const std::int64_t want_target = options_.desired - keep_others;
+    const std::int64_t floor = options_.desired - budgets_.unavailable;
+    const std::int64_t ceiling = options_.desired + budgets_.surge;
+    bool was_held = false;
+    for (;;) {
+      reap();
+      refresh_state();
+      if (abortable && control_.abort_requested()) co_return PassResult{PassResult::aborted, {}};
+      // A rollback pass goes back to a revision that was serving, and stopping it
+      // half-way is the worst place to stop: it keeps replacing failed start-ups
+      // and gives up only at the progress deadline.
+      if (abortable && failures_ >= options_.max_failed_instances) {
+        co_return PassResult{PassResult::failed,
+                             Error(errc::too_many_failures, fmt::format("{} instances of {} failed (max_failed_instances {}): {}",
+                                                                        failures_, *target_, options_.max_failed_instances,
+                                                                        last_failure_))};
+      }
+      const bool held = abortable && control_.paused();
+      if (held || was_held) {
+        progress();  // a paused update makes no progress on purpose; the clock restarts on resume
+      } else if (clock_.now() - last_progress_ >= options_.progress_deadline) {
+        co_return PassResult{PassResult::failed,
+                             Error(errc::progress_deadline,
+                                   fmt::format("no instance became available or was retired for {} (total {}, available {}, "
+                                               "{} of {} on {})",
+                                               format_duration(options_.progress_deadline), total(), available(),
+                                               target_alive(), want_target, *target_))};
+      }
+      was_held = held;
+      if (!held) {
+        // Failed instances, and others that never served, hold no capacity: retire them at once.
+        auto dead = std::move(dead_weight_);
+        dead_weight_.clear();
+        for (const auto& id : dead) {
+          auto it = members_.find(id);
+          if (it == members_.end()) continue;
+          const auto& m = it->second;
+          if ((m.state == MemberState::failed && !stuck_.contains(id)) || (!is_target(m) && m.state == MemberState::starting)) {
+            begin_retire(id);
+          }
+        }
+        // Scale up: start a replacement whenever the surge budget allows.
+        while (target_alive() < want_target && total() < ceiling) {
+          ++pending_creates_;
+          spawn(start_one(*target_), true);
+        }
+        // Scale down: retire an old instance whenever availability allows, highest id
+        // first (StatefulSet keeps the lowest ordinals when partitioned).
+        while (others_alive() > keep_others && !retirable_others_.empty() && available() - 1 >= floor) {
+          begin_retire(*retirable_others_.rbegin());
+        }
+        // Surplus target instances (found by list) go too, under the same rule.
+        while (target_alive() > want_target && !retirable_targets_.empty() && available() - 1 >= floor) {
+          begin_retire(*retirable_targets_.rbegin());
+        }
+      }
+      refresh_state();
+      const bool converged = others_alive() <= keep_others && target_alive() == want_target && !busy();
+      if (converged) co_return PassResult{PassResult::done, {}};
+      // Wait for the next change. The progress deadline is watched by a separate
+      // task (see watch_progress), so this wait is a plain notifier wait.
+      auto [ec] = co_await wake_->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+      if (ec) control_.abort("run() was cancelled by its caller");
+    }
+  }
+
+  /// Sleeps until the progress deadline and wakes the main loop then. Progress
+  /// moves the deadline later; the task notices when it wakes and sleeps again,
+  /// so progress costs no timer operations.
+  boost::asio::awaitable<void> watch_progress() {
+    for (;;) {
+      const auto deadline = detail::add_saturating(last_progress_, options_.progress_deadline);
+      if (clock_.now() < deadline) {
+        co_await detail::sleep_until(clock_, deadline);
+        continue;
+      }
+      if (wake_) wake_->notify_all();
+      co_await detail::sleep_until(clock_, detail::add_saturating(clock_.now(), options_.progress_deadline));
+    }
+  }
+
+  boost::asio::awaitable<Outcome> finish(Status status, Error why, const Revision& active) {
+    Outcome o;
+    o.status = status;
+    o.code = why.code;
+    o.reason = why.message;
+    o.active = active.id;
+    auto listed = co_await with_retry<std::vector<Instance>>([] { return std::string("orchestrator.list"); }, [&] { return orch_.list(); });
+    report_.fleet = listed ? *listed : std::vector<Instance>{};
+    o.fleet = report_;
+    state_.report = report_;
+    co_return o;
+  }
+
+  boost::asio::awaitable<Outcome> body() {
+    // Forward.
+    target_ = &to_;
+    set_phase(RollingPhase::rolling_forward);
+    PassResult fwd;
+    for (;;) {
+      fwd = co_await pass(options_.partition, true);
+      if (fwd.kind != PassResult::failed || options_.on_failure == OnFailure::rollback) break;
+      // on_failure = pause: hold until resume (try again) or abort (roll back).
+      co_await retire_leftovers();
+      set_phase(RollingPhase::paused);
+      control_.pause(fmt::format("update failed, holding until resume() or abort(): {}", fwd.error.message));
+      while (control_.paused() && !control_.abort_requested()) {
+        const auto why = co_await detail::wait_for_change(clock_, *wake_, TimePoint::max());
+        if (why == detail::Wake::cancelled) control_.abort("run() was cancelled by its caller");
+      }
+      if (control_.abort_requested()) {
+        fwd = PassResult{PassResult::aborted, {}};
+        break;
+      }
+      set_phase(RollingPhase::rolling_forward);
+    }
+    co_await stop_tasks();
+    if (fwd.kind == PassResult::done) {
+      const auto reason = kept_ > 0 ? fmt::format("{} of {} instances on {}, {} left on {} (partition)",
+                                                  options_.desired - kept_, options_.desired, to_, kept_, from_)
+                                    : fmt::format("all {} instances on {}", options_.desired, to_);
+      co_return co_await finish(Status::promoted, Error(error_code{}, reason), to_);
+    }
+
+    // Back to the old revision, under the same budgets; not cancellable.
+    const Error why = fwd.kind == PassResult::aborted
+                          ? Error(errc::aborted, fmt::format("aborted: {}", control_.abort_reason()))
+                          : fwd.error;
+    set_phase(RollingPhase::rolling_back);
+    ctx_.emit(EventKind::rollback_started, from_.id, why.message, std::nullopt, why.code);
+    target_ = &from_;
+    const auto back = co_await pass(0, false);
+    co_await stop_tasks();
+    if (back.kind == PassResult::done) {
+      co_return co_await finish(fwd.kind == PassResult::aborted ? Status::aborted : Status::rolled_back,
+                                Error(why.code, fmt::format("{}; rolled back to {}", why.message, from_)), from_);
+    }
+    co_await retire_leftovers();
+    co_return co_await finish(Status::failed,
+                              Error(errc::rollback_failed, fmt::format("{}; rolling back to {} failed too: {}", why.message,
+                                                                       from_, back.error.message)),
+                              Revision{});
+  }
+
+  struct TaskEntry {
+    detail::Task task;
+    bool cancel_on_abort = true;
+  };
+
+  O& orch_;
+  Revision from_;
+  Revision to_;
+  RollingOptions options_;
+  C clock_;
+  ObserverList observers_;
+  detail::RunContext<C> ctx_;
+  Control control_;
+  std::mt19937_64 rng_;
+  ResolvedBudgets budgets_;
+  RollingState state_;
+  FleetReport report_;
+  boost::asio::any_io_executor ex_;
+  detail::Notifier* wake_ = nullptr;
+  const Revision* target_ = nullptr;
+  std::map<std::string, Member> members_;
+  std::set<std::string> retirable_others_;   // available, other revision: scale-down candidates
+  std::set<std::string> retirable_targets_;  // available, target revision: surplus candidates
+  std::vector<std::string> dead_weight_;     // to retire at once
+  std::int64_t available_ = 0;
+  std::int64_t target_alive_ = 0;
+  std::int64_t others_alive_ = 0;
+  std::int64_t busy_ = 0;
+  std::set<std::string> known_available_;
+  std::set<std::string> stuck_;
+  std::list<TaskEntry> tasks_;
+  std::vector<typename std::list<TaskEntry>::iterator> finished_;
+  std::string last_failure_;
+  std::int64_t pending_creates_ = 0;
+  std::int64_t failures_ = 0;
+  std::int64_t kept_ = 0;
+  TimePoint last_progress_{};
+  bool first_list_ = true;
+  bool started_ = false;
+};
+
+}  // namespace rollout
+
+/// Formats as `25%` or `3`.
+template <>
+struct fmt::formatter<rollout::Budget> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const rollout::Budget& b, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(b.text(), ctx);
+  }
+};
+
+/// Formats as `rolling_forward`.
+template <>
+struct fmt::formatter<rollout::RollingPhase> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(rollout::RollingPhase p, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(rollout::to_string(p), ctx);
+  }
+};
+
+/// Formats as `rolling_forward: total 11, available 9, updated 4`.
+template <>
+struct fmt::formatter<rollout::RollingState> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const rollout::RollingState& s, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(
+        fmt::format("{}: total {}, available {}, updated {}", rollout::to_string(s.phase), s.total, s.available, s.updated), ctx);
+  }
+};
