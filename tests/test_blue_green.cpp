@@ -118,9 +118,9 @@ TEST_CASE("happy path: ready, auto-promoted, switched, verified, old side releas
                      "+7ms blue_green traffic_applied green: verified by read-back {blue: 0%, green: 100%}",
                      "+7ms blue_green phase_changed verifying",
                      "+30.007s blue_green phase_changed scaling_down",
-                     "+60.007s blue_green releasable blue: no traffic for 30s; may be scaled down",
-                     "+60.007s blue_green phase_changed done",
-                     "+60.007s blue_green run_finished green: Promoted: green serves 100% and passed 30s of verification",
+                     "+1m0.007s blue_green releasable blue: no traffic for 30s; may be scaled down",
+                     "+1m0.007s blue_green phase_changed done",
+                     "+1m0.007s blue_green run_finished green: Promoted: green serves 100% and passed 30s of verification",
                  });
   CHECK(s.lb.calls() == 1);
   CHECK(s.lb.history().size() == 2);

@@ -139,6 +139,10 @@ TEST_CASE("format_duration reads like a human wrote it") {
   CHECK(format_duration(1500ms) == "1.5s");
   CHECK(format_duration(10min) == "10m");
   CHECK(format_duration(150min) == "2h30m");
+  CHECK(format_duration(90s) == "1m30s");
+  CHECK(format_duration(5min + 10ms) == "5m0.01s");
+  CHECK(format_duration(2h + 40s + 7ms) == "2h0m40.007s");
+  CHECK(format_duration(1h + 1min + 1s) == "1h1m1s");
   CHECK(format_duration(2h) == "2h");
   CHECK(format_duration(-3s) == "-3s");
   CHECK(format_duration(1us) == "1us");
@@ -214,7 +218,7 @@ TEST_CASE("every public type formats with fmt") {
   CHECK(fmt::format("{}", q) == "error-rate[1m]: sum(rate(x[1m]))");
 
   Event e{90s, EventKind::traffic_applied, "blue_green", "green", "verified", TrafficSplit::all_to("green"), {}};
-  CHECK(fmt::format("{}", e) == "+90s blue_green traffic_applied green: verified {green: 100%}");
+  CHECK(fmt::format("{}", e) == "+1m30s blue_green traffic_applied green: verified {green: 100%}");
   Event err{2s, EventKind::lb_error, "canary", "", "attempt 1 failed", std::nullopt, make_error_code(errc::timeout)};
   CHECK(fmt::format("{}", err) == "+2s canary lb_error: attempt 1 failed [timed out]");
 
@@ -226,7 +230,7 @@ TEST_CASE("every public type formats with fmt") {
   o.elapsed = 2min;
   o.timeline = {e};
   CHECK(fmt::format("{}", o) == "RolledBack after 2m: g-2 failed [instances became unhealthy]; 100% on blue");
-  CHECK(format_timeline(o) == "+90s blue_green traffic_applied green: verified {green: 100%}\n");
+  CHECK(format_timeline(o) == "+1m30s blue_green traffic_applied green: verified {green: 100%}\n");
   CHECK(fmt::format("{}", Status::promoted) == "Promoted");
   CHECK(fmt::format("{}", Backoff{}) == "5 attempts, 200ms x2 up to 5s, jitter 0.2");
   CHECK(fmt::format("{}", Control::Request::promote_full) == "promote_full");

@@ -255,7 +255,7 @@ TEST_CASE("on_failure = pause holds the fleet until resume, then continues") {
   CHECK(find(out, EventKind::resumed)->at == 10min);
 }
 
-TEST_CASE("partition leaves k old instances; a later run continues without extras") {
+TEST_CASE("partition leaves k old instances, and a later run continues without extras") {
   Scenario s(6);
   s.opts.partition = 2;
   s.start_latency(4s);
@@ -325,7 +325,7 @@ TEST_CASE("cancelling the caller rolls back, then returns") {
   CHECK(s.count("v2") == 0);
 }
 
-TEST_CASE("pause holds new work and the progress clock; resume continues") {
+TEST_CASE("pause holds new work and the progress clock, and resume continues") {
   Scenario s(4);
   s.opts.progress_deadline = 1min;
   s.start_latency(10s);

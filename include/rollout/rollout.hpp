@@ -6,6 +6,8 @@
 /// opt-in headers so that this one stays cheap to compile.
 
 #include <rollout/analysis/health_monitor.hpp>
+#include <rollout/analysis/mann_whitney.hpp>
+#include <rollout/analysis/metric_analysis.hpp>
 #include <rollout/analysis/probe_schedule.hpp>
 #include <rollout/concepts.hpp>
 #include <rollout/core/backoff.hpp>
@@ -19,4 +21,5 @@
 #include <rollout/core/traffic_split.hpp>
 #include <rollout/core/types.hpp>
 #include <rollout/strategy/blue_green.hpp>
+#include <rollout/strategy/canary.hpp>
 #include <rollout/strategy/rolling.hpp>

@@ -75,7 +75,7 @@ struct SteadyClock {
 
 static_assert(Clock<SteadyClock>);
 
-/// Renders a duration for humans: `0s`, `250ms`, `1.5s`, `10m`, `2h30m`, `-3s`.
+/// Renders a duration for humans: `0s`, `250ms`, `1.5s`, `1m30s`, `10m`, `2h30m`, `-3s`.
 /// Used by every formatter and error message in rollout, so that an invalid
 /// option reads `probe.period = 0s` rather than `0ns`.
 inline std::string format_duration(Duration d) {
@@ -93,14 +93,16 @@ inline std::string format_duration(Duration d) {
     return s;
   };
   constexpr std::int64_t s_ns = 1'000'000'000;
+  constexpr std::int64_t min_ns = 60 * s_ns;
   if (ns == 0) return "0s";
-  if (ns % (60 * s_ns) == 0) {
-    const auto minutes = ns / (60 * s_ns);
-    if (minutes >= 60) {
-      const auto h = minutes / 60, m = minutes % 60;
-      return m == 0 ? fmt::format("{}h", h) : fmt::format("{}h{}m", h, m);
-    }
-    return fmt::format("{}m", minutes);
+  if (ns >= min_ns) {  // 1m30s, 5m0.01s, 2h30m, 2h0m40.007s
+    const auto minutes_total = ns / min_ns;
+    const auto rest = ns % min_ns;
+    const auto h = minutes_total / 60, m = minutes_total % 60;
+    std::string out = h > 0 ? fmt::format("{}h", h) : std::string();
+    if (m > 0 || (h > 0 && rest > 0)) out += fmt::format("{}m", m);
+    if (rest > 0) out += trimmed(static_cast<double>(rest) / 1e9) + "s";
+    return out;
   }
   if (ns >= s_ns) return trimmed(static_cast<double>(ns) / 1e9) + "s";
   if (ns >= 1'000'000) return trimmed(static_cast<double>(ns) / 1e6) + "ms";

@@ -5,6 +5,7 @@
 /// user rules) and `BlueGreenInvariants` (the blue-green traffic rules).
 
 #include <rollout/core/event.hpp>
+#include <rollout/core/percent.hpp>
 #include <rollout/core/traffic_split.hpp>
 
 #include <fmt/format.h>
@@ -130,6 +131,44 @@ private:
   std::function<TrafficSplit()> state_;
   std::map<std::string, bool> passing_;
   bool unhealthy_ = false;
+};
+
+/// The canary traffic invariants, checked after every event:
+/// - the canary's weight on the load balancer (through `state`) never exceeds the
+///   weight of the current step (the split announced by the last `step_started`,
+///   or 100% once `phase_changed: promoting`);
+/// - at `run_finished`, the load balancer holds 100% on the group the outcome
+///   names (the event's subject).
+class CanaryInvariants {
+public:
+  CanaryInvariants(std::string canary_group, std::function<TrafficSplit()> state)
+      : canary_(std::move(canary_group)), state_(std::move(state)) {}
+
+  void install(InvariantChecker& checker) {
+    checker.add("canary.weight", [this](const Event& e) { return check(e); });
+  }
+
+  /// The highest canary weight seen on the load balancer.
+  Percent max_seen() const noexcept { return max_seen_; }
+
+private:
+  std::optional<std::string> check(const Event& e) {
+    if (e.kind == EventKind::step_started && e.split) allowed_ = e.split->weight_of(canary_);
+    if (e.kind == EventKind::phase_changed && e.subject == "promoting") allowed_ = Percent::full();
+    const TrafficSplit now = state_();
+    const Percent w = now.weight_of(canary_);
+    max_seen_ = std::max(max_seen_, w);
+    if (w > allowed_) return fmt::format("canary at {} but the current step allows {}", w, allowed_);
+    if (e.kind == EventKind::run_finished && !e.subject.empty() && now.sole_group() != e.subject) {
+      return fmt::format("run finished claiming 100% on {} but the load balancer holds {}", e.subject, now);
+    }
+    return std::nullopt;
+  }
+
+  std::string canary_;
+  std::function<TrafficSplit()> state_;
+  Percent allowed_{};
+  Percent max_seen_{};
 };
 
 /// The rolling-update capacity invariants, checked after every event:
