@@ -1,0 +1,223 @@
+// HttpProbe and TcpProbe against real servers on 127.0.0.1: healthy, error
+// statuses, timeouts, garbage, resets, oversized and endless responses,
+// keep-alive reuse, header injection and secret redaction.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "support/http_server.hpp"
+
+#include <rollout/analysis/probe_schedule.hpp>
+#include <rollout/http_probe.hpp>
+#include <rollout/tcp_probe.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <string>
+
+namespace asio = boost::asio;
+using namespace rollout;
+using namespace std::chrono_literals;
+using test_support::TestHttpServer;
+
+namespace {
+
+Instance at(std::uint16_t port) { return Instance{"i-0", Revision{"v1"}, Endpoint{"127.0.0.1", port}}; }
+
+/// A port on 127.0.0.1 with nothing listening.
+std::uint16_t closed_port() {
+  asio::io_context io;
+  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+  return a.local_endpoint().port();  // closed when `a` goes away
+}
+
+/// Runs `probe.check()` on `path` against a fresh server, `times` times, and returns the last result.
+template <class Probe>
+HealthResult check(Probe& probe, TestHttpServer*& server_out, int times = 1) {
+  asio::io_context io;
+  TestHttpServer server(io);
+  server_out = &server;
+  HealthResult out;
+  auto body = [&]() -> asio::awaitable<void> {
+    for (int i = 0; i < times; ++i) out = co_await probe.check(at(server.port()));
+    server.stop();
+  };
+  asio::co_spawn(io, body(), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  io.run();
+  return out;
+}
+
+HealthResult http(std::string path, HttpProbeOptions o = {}) {
+  o.path = std::move(path);
+  if (o.timeout == HttpProbeOptions{}.timeout) o.timeout = 300ms;
+  HttpProbe probe(o);
+  TestHttpServer* s = nullptr;
+  return check(probe, s);
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("healthy and unhealthy statuses") {
+  auto ok = http("/ok");
+  CHECK(ok.healthy);
+  CHECK(ok.detail == "HTTP 200");
+  CHECK(ok.latency > Duration::zero());
+  auto bad = http("/status/500");
+  CHECK_FALSE(bad.healthy);
+  CHECK(bad.detail == "HTTP 500 (expected 200..399)");
+  HttpProbeOptions strict;
+  strict.min_status = strict.max_status = 204;
+  CHECK(http("/status/204", strict).healthy);
+  CHECK_FALSE(http("/ok", strict).healthy);
+}
+
+TEST_CASE("a refused connection is a failed probe, not an exception") {
+  HttpProbeOptions o;
+  o.timeout = 300ms;
+  HttpProbe probe(o);
+  const auto port = closed_port();
+  asio::io_context io;
+  HealthResult r;
+  auto body = [&]() -> asio::awaitable<void> { r = co_await probe.check(at(port)); };
+  asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  CHECK_FALSE(r.healthy);
+  CHECK(r.detail == fmt::format("connect 127.0.0.1:{}: Connection refused", port));
+}
+
+TEST_CASE("hostile responses end in a failed probe within the timeout") {
+  // Each of these would hang or exhaust memory without limits; each must end
+  // with a clear detail well before the server's 5 s slow path.
+  const auto started = std::chrono::steady_clock::now();
+  auto slow = http("/slow");
+  CHECK(slow.detail == "GET /slow: timed out after 300ms");
+  auto garbage = http("/garbage");
+  CHECK_FALSE(garbage.healthy);
+  CHECK(contains(garbage.detail, "malformed response"));
+  auto reset = http("/reset");
+  CHECK_FALSE(reset.healthy);
+  CHECK((contains(reset.detail, "reset") || contains(reset.detail, "closed")));
+  auto big = http("/big");
+  CHECK(big.detail == "GET /big: response body too large");
+  auto endless = http("/endless");
+  CHECK(endless.detail == "GET /endless: response body too large");
+  auto flood = http("/flood");
+  CHECK(flood.detail == "GET /flood: response headers too large");
+  auto slowloris = http("/slowloris");
+  CHECK(slowloris.detail == "GET /slowloris: timed out after 300ms");
+  CHECK(std::chrono::steady_clock::now() - started < 5s);  // nothing waited for the slow server
+}
+
+TEST_CASE("body check and HEAD") {
+  HttpProbeOptions o;
+  o.body_contains = "green";
+  CHECK(http("/body", o).healthy);
+  o.body_contains = "blue";
+  auto r = http("/body", o);
+  CHECK_FALSE(r.healthy);
+  CHECK(r.detail == "HTTP 200 but the body lacks \"blue\"");
+  HttpProbeOptions head;
+  head.head = true;
+  CHECK(http("/ok", head).healthy);
+}
+
+TEST_CASE("keep-alive reuses one connection, and replaces one the server closed") {
+  HttpProbeOptions o;
+  o.path = "/ok";
+  o.keep_alive = true;
+  asio::io_context io;
+  TestHttpServer server(io);
+  HttpProbe reuse(o);
+  o.path = "/close-after";
+  HttpProbe stale(o);
+  HealthResult last_reuse, last_stale;
+  int conns_after_reuse = 0;
+  auto body = [&]() -> asio::awaitable<void> {
+    for (int i = 0; i < 5; ++i) last_reuse = co_await reuse.check(at(server.port()));
+    conns_after_reuse = server.connections();
+    for (int i = 0; i < 3; ++i) last_stale = co_await stale.check(at(server.port()));
+    server.stop();
+  };
+  asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  CHECK(last_reuse.healthy);
+  CHECK(conns_after_reuse == 1);  // five probes, one connection
+  CHECK(last_stale.healthy);      // each stale connection was replaced transparently
+  CHECK(server.connections() == 1 + 3);
+}
+
+TEST_CASE("the strategy's timeout cancels a probe in flight") {
+  HttpProbeOptions o;
+  o.path = "/slow";
+  o.timeout = 10s;  // the probe alone would wait for the 5 s server
+  HttpProbe probe(o);
+  asio::io_context io;
+  TestHttpServer server(io);
+  HealthResult r;
+  auto body = [&]() -> asio::awaitable<void> {
+    r = co_await probe_once(SteadyClock{}, probe, at(server.port()), 200ms);
+    server.stop();
+  };
+  const auto started = std::chrono::steady_clock::now();
+  asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  CHECK(r.detail == "probe timed out after 200ms");
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+}
+
+TEST_CASE("options: injection through path or headers is rejected, secrets are redacted") {
+  auto reject = [](HttpProbeOptions o) {
+    try {
+      HttpProbe p(o);
+    } catch (const invalid_option& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  HttpProbeOptions o;
+  o.headers = {{"Host", "api.internal"}, {"Authorization", "Bearer s3cr3t-token"}};
+  CHECK(reject(o) == "accepted");
+  auto evil = o;
+  evil.headers.push_back({"X-Trace", "1\r\nX-Injected: yes"});
+  CHECK(reject(evil) == "invalid option headers[2].value = <redacted>: must not contain control characters (CR, LF)");
+  evil = o;
+  evil.headers.push_back({"Bad Name", "x"});
+  CHECK(reject(evil) == "invalid option headers[2].name = \"Bad Name\": must be an HTTP token");
+  evil = o;
+  evil.path = "/health HTTP/1.1\r\nHost: evil";
+  CHECK(contains(reject(evil), "invalid option path = "));
+  evil = o;
+  evil.path = "health";
+  CHECK(contains(reject(evil), "must start with '/'"));
+  evil = o;
+  evil.timeout = 0s;
+  CHECK(reject(evil) == "invalid option timeout = 0s: must be greater than 0");
+  const auto printed = fmt::format("{}", o);
+  CHECK_FALSE(contains(printed, "s3cr3t"));
+  CHECK(contains(printed, "Authorization: <redacted>"));
+  CHECK(contains(printed, "Host: api.internal"));
+}
+
+TEST_CASE("TcpProbe: connected or refused") {
+  TcpProbe probe(300ms);
+  TestHttpServer* s = nullptr;
+  auto up = check(probe, s);
+  CHECK(up.healthy);
+  CHECK(up.detail == "connected");
+  const auto port = closed_port();
+  asio::io_context io;
+  HealthResult down;
+  auto body = [&]() -> asio::awaitable<void> { down = co_await probe.check(at(port)); };
+  asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  CHECK_FALSE(down.healthy);
+  CHECK(down.detail == fmt::format("connect 127.0.0.1:{}: Connection refused", port));
+  CHECK_THROWS_AS(TcpProbe(0s), invalid_option);
+}
