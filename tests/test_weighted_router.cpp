@@ -1,0 +1,147 @@
+// WeightedRouter: exact smooth weighted round robin, statistical weighted random,
+// membership changes, errors, concurrent readers, and use as a strategy's LoadBalancer.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <rollout/strategy/blue_green.hpp>
+#include <rollout/testing/testing.hpp>
+#include <rollout/weighted_router.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <cmath>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace rollout;
+using namespace rollout::literals;
+
+namespace {
+
+Instance inst(const std::string& id) { return Instance{id, Revision{"v"}, Endpoint{"127.0.0.1", 9000}}; }
+
+std::map<std::string, int> count_groups(WeightedRouter& r, int n) {
+  std::map<std::string, int> out;
+  for (int i = 0; i < n; ++i) {
+    const Instance* p = r.pick();
+    REQUIRE(p);
+    ++out[p->id.substr(0, p->id.find('-'))];
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("smooth weighted round robin is exact over every cycle, and smooth") {
+  WeightedRouter r;
+  r.add("a", inst("a-0"));
+  r.add("b", inst("b-0"));
+  r.add("c", inst("c-0"));
+  REQUIRE(r.apply_now(TrafficSplit::of({{"a", 50_pct}, {"b", 25_pct}, {"c", 25_pct}})));
+  std::string seq;
+  for (int i = 0; i < 8; ++i) seq += r.pick()->id[0];
+  CHECK(seq == "abcaabca");  // nginx's interleaving for weights 2:1:1, never "aabc"
+
+  REQUIRE(r.apply_now(TrafficSplit::of({{"a", 99.5_pct}, {"b", 0.5_pct}})));
+  auto counts = count_groups(r, 10'000);
+  CHECK(counts["a"] == 9'950);
+  CHECK(counts["b"] == 50);  // exactly 0.5%, not "about"
+  CHECK(counts.count("c") == 0);  // a group the split does not name gets nothing
+}
+
+TEST_CASE("instances of a group share its traffic in turn") {
+  WeightedRouter r;
+  for (int i = 0; i < 3; ++i) r.add("green", inst("green-" + std::to_string(i)));
+  r.add("blue", inst("blue-0"));
+  REQUIRE(r.apply_now(TrafficSplit::of({{"green", Percent::full()}, {"blue", Percent{}}})));
+  std::string ids;
+  for (int i = 0; i < 6; ++i) ids += r.pick()->id.back();
+  CHECK(ids == "012012");
+  CHECK(r.remove("green-1"));
+  CHECK_FALSE(r.remove("green-9"));
+  for (int i = 0; i < 20; ++i) CHECK(r.pick()->id != "green-1");
+}
+
+TEST_CASE("weighted random follows the weights within a statistical bound, reproducibly") {
+  WeightedRouter r(WeightedRouter::Mode::random, 42);
+  r.add("stable", inst("stable-0"));
+  r.add("canary", inst("canary-0"));
+  REQUIRE(r.apply_now(TrafficSplit::of({{"stable", 70_pct}, {"canary", 30_pct}})));
+  const int n = 100'000;
+  auto counts = count_groups(r, n);
+  // Binomial(n, 0.3): sigma = sqrt(n p (1 - p)) = 144.9; accept 5 sigma.
+  const double sigma = std::sqrt(n * 0.3 * 0.7);
+  CHECK(std::abs(counts["canary"] - 0.3 * n) < 5 * sigma);
+  WeightedRouter again(WeightedRouter::Mode::random, 42);
+  again.add("stable", inst("stable-0"));
+  again.add("canary", inst("canary-0"));
+  REQUIRE(again.apply_now(TrafficSplit::of({{"stable", 70_pct}, {"canary", 30_pct}})));
+  CHECK(count_groups(again, n) == counts);  // same seed, same picks
+}
+
+TEST_CASE("a split that gives weight to a group without instances is rejected, and nothing changes") {
+  WeightedRouter r;
+  r.add("stable", inst("stable-0"));
+  REQUIRE(r.apply_now(TrafficSplit::all_to("stable")));
+  const auto gen = r.generation();
+  auto bad = r.apply_now(TrafficSplit::of({{"stable", 90_pct}, {"canary", 10_pct}}));
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error() == errc::unknown_server);
+  CHECK(bad.error().message == "group canary gets 10% but has no instances");
+  CHECK(r.generation() == gen);
+  CHECK(r.weight_of("stable") == 10'000);
+  CHECK(r.apply_now(TrafficSplit::of({{"stable", Percent::full()}, {"canary", Percent{}}})).has_value());  // 0% is fine
+  WeightedRouter empty;
+  CHECK(empty.pick() == nullptr);
+  CHECK_THROWS_AS(empty.add("", inst("x-0")), invalid_option);
+  r.add("x", inst("x-0"));
+  CHECK_THROWS_WITH(r.add("y", inst("x-0")), "invalid option instance.id = \"x-0\": is already in group x");
+}
+
+TEST_CASE("readers on many threads while a writer republishes") {
+  WeightedRouter r;
+  r.add("blue", inst("blue-0"));
+  r.add("green", inst("green-0"));
+  REQUIRE(r.apply_now(TrafficSplit::all_to("blue")));
+  std::atomic<bool> stop{false};
+  std::atomic<long> picks{0}, nulls{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 8; ++t) {
+    readers.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        const Instance* p = r.pick();
+        if (!p) ++nulls;
+        else if (p->id != "blue-0" && p->id != "green-0") ++nulls;
+        ++picks;
+      }
+    });
+  }
+  for (int i = 0; i < 2'000; ++i) {
+    const Percent w = Percent::from_basis_points(i % 10'001);
+    REQUIRE(r.apply_now(TrafficSplit::between("green", w, "blue")));
+  }
+  stop = true;
+  for (auto& th : readers) th.join();
+  CHECK(picks > 0);
+  CHECK(nulls == 0);
+  CHECK(r.generation() == 2'000 + 4);
+}
+
+TEST_CASE("a blue-green run switches the router") {
+  boost::asio::io_context io;
+  testing::SimClock clock;
+  WeightedRouter router;
+  router.add("blue", inst("blue-0"));
+  router.add("green", inst("green-0"));
+  REQUIRE(router.apply_now(TrafficSplit::all_to("blue")));
+  testing::ScriptedProbe<> probe(clock);
+  BlueGreen<WeightedRouter, testing::ScriptedProbe<>, testing::SimClock> bg(
+      router, probe, Environment{"blue", {"v1"}, {inst("blue-0")}}, Environment{"green", {"v2"}, {inst("green-0")}}, {}, clock);
+  auto out = testing::run_sim(io, clock, bg.run());
+  CHECK(out.status == Status::promoted);
+  CHECK(router.weight_of("green") == 10'000);
+  CHECK(router.pick()->id == "green-0");
+}
