@@ -1,7 +1,7 @@
 # Private build options for rollout's own tests, examples and benchmarks.
 # Nothing here reaches the installed interface: users keep their own flags.
 add_library(rollout_options INTERFACE)
-target_link_libraries(rollout_options INTERFACE rollout::rollout)
+target_link_libraries(rollout_options INTERFACE rollout::rollout rollout::process)
 target_compile_definitions(rollout_options INTERFACE BOOST_ASIO_NO_DEPRECATED)
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   target_compile_options(rollout_options INTERFACE -Wall -Wextra -Wpedantic -Wconversion -Wno-sign-conversion -Werror)

@@ -5,7 +5,7 @@ include(CMakePackageConfigHelpers)
 # not be refused by a package built on a 64-bit machine.
 set(ROLLOUT_CMAKE_DIR "${CMAKE_INSTALL_DATADIR}/cmake/rollout")
 
-install(TARGETS rollout EXPORT rolloutTargets)
+install(TARGETS rollout rollout_process EXPORT rolloutTargets)
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
 install(EXPORT rolloutTargets NAMESPACE rollout:: DESTINATION "${ROLLOUT_CMAKE_DIR}")
 

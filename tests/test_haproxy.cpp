@@ -1,0 +1,284 @@
+// HaproxyLoadBalancer against a real HAProxy 2.6 with real HTTP backends: the
+// observed split follows the applied weights, drain keeps requests in flight
+// alive, names cannot inject commands, HAProxy's errors keep their words, a
+// stopped or killed HAProxy gives a clean error, and dynamic servers come and go.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "support/haproxy.hpp"
+#include "support/http_server.hpp"
+
+#include <rollout/haproxy.hpp>
+#include <rollout/http_probe.hpp>
+#include <rollout/strategy/blue_green.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using namespace rollout;
+using namespace rollout::literals;
+using namespace std::chrono_literals;
+using test_support::HaproxyProcess;
+using test_support::TestHttpServer;
+
+namespace {
+
+/// HTTP backends on their own thread, so the test can use blocking clients.
+struct Backends {
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+  std::vector<std::unique_ptr<TestHttpServer>> servers;
+  std::thread thread;
+
+  explicit Backends(const std::vector<std::string>& names) {
+    for (const auto& n : names) servers.push_back(std::make_unique<TestHttpServer>(io, n));
+    thread = std::thread([this] { io.run(); });
+  }
+  ~Backends() {
+    asio::post(io, [this] {
+      for (auto& s : servers) s->stop();
+    });
+    work.reset();
+    thread.join();
+  }
+  std::uint16_t port(std::size_t i) const { return servers[i]->port(); }
+};
+
+/// One blocking GET through HAProxy (a new connection each time, so every request is balanced).
+std::pair<unsigned, std::string> get(std::uint16_t port, const std::string& target) {
+  asio::io_context io;
+  beast::tcp_stream s(io);
+  s.expires_after(10s);
+  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  http::write(s, req);
+  beast::flat_buffer b;
+  http::response<http::string_body> res;
+  http::read(s, b, res);
+  return {res.result_int(), std::string(res["X-Server"])};
+}
+
+std::map<std::string, int> traffic(std::uint16_t port, int n) {
+  std::map<std::string, int> by_server;
+  for (int i = 0; i < n; ++i) {
+    auto [status, server] = get(port, "/name");
+    REQUIRE(status == 200);
+    ++by_server[server.substr(0, server.find_first_of("0123456789"))];
+  }
+  return by_server;
+}
+
+/// Runs a coroutine on `io` to completion.
+template <class T>
+T run(asio::io_context& io, asio::awaitable<T> aw) {
+  std::optional<T> out;
+  std::exception_ptr err;
+  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e, T v) {
+    err = e;
+    if (!e) out.emplace(std::move(v));
+  });
+  io.restart();
+  io.run();
+  if (err) std::rethrow_exception(err);
+  return std::move(*out);
+}
+
+struct Fixture {
+  Backends backends{{"blue1", "blue2", "green1", "green2"}};
+  asio::io_context io;
+  HaproxyProcess haproxy{io,
+                         {{"blue1", backends.port(0), 100},
+                          {"blue2", backends.port(1), 100},
+                          {"green1", backends.port(2), 0},
+                          {"green2", backends.port(3), 0}}};
+
+  HaproxyOptions options(std::string socket = {}) const {
+    HaproxyOptions o;
+    o.address.unix_socket = socket.empty() ? haproxy.admin_socket() : socket;
+    o.groups = {{"blue", {{"app", "blue1"}, {"app", "blue2"}}}, {"green", {{"app", "green1"}, {"app", "green2"}}}};
+    return o;
+  }
+};
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("the observed split follows the applied weights") {
+  Fixture f;
+  HaproxyLoadBalancer lb(f.options());
+  auto r = run(f.io, lb.apply(TrafficSplit::of({{"blue", 75_pct}, {"green", 25_pct}})));
+  REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().message));
+  const int n = 400;
+  auto counts = traffic(f.haproxy.frontend_port(), n);
+  // HAProxy's roundrobin is deterministic, but allow the binomial 4-sigma band.
+  const double sigma = std::sqrt(n * 0.25 * 0.75);
+  MESSAGE(fmt::format("75/25 applied: blue {} green {} of {}", counts["blue"], counts["green"], n));
+  CHECK(std::abs(counts["green"] - 0.25 * n) < 4 * sigma);
+  CHECK(counts["blue"] + counts["green"] == n);
+
+  r = run(f.io, lb.apply(TrafficSplit::of({{"blue", Percent{}}, {"green", Percent::full()}})));
+  REQUIRE(r.has_value());
+  counts = traffic(f.haproxy.frontend_port(), 50);
+  CHECK(counts["green"] == 50);
+  // The read-back shows blue draining, green ready.
+  auto state = run(f.io, lb.command("show servers state app"));
+  REQUIRE(state.has_value());
+  auto parsed = detail::parse_servers_state(*state);
+  REQUIRE(parsed);
+  CHECK(((*parsed)[HaproxyServer{"app", "blue1"}].admin_state & 0x08) != 0);
+  CHECK((*parsed)[HaproxyServer{"app", "green1"}].weight == 256);
+}
+
+TEST_CASE("drain keeps a request in flight alive") {
+  Fixture f;
+  HaproxyLoadBalancer lb(f.options());
+  REQUIRE(run(f.io, lb.apply(TrafficSplit::of({{"blue", Percent::full()}, {"green", Percent{}}}))).has_value());
+  auto slow = std::async(std::launch::async, [&] { return get(f.haproxy.frontend_port(), "/slow"); });
+  std::this_thread::sleep_for(300ms);  // the request is now with a blue server
+  REQUIRE(run(f.io, lb.apply(TrafficSplit::of({{"blue", Percent{}}, {"green", Percent::full()}}))).has_value());
+  auto [status, server] = slow.get();
+  CHECK(status == 200);
+  CHECK(contains(server, "blue"));
+  CHECK(traffic(f.haproxy.frontend_port(), 10)["green"] == 10);
+}
+
+TEST_CASE("names that could inject a command are rejected before anything is sent") {
+  Fixture f;
+  for (const std::string bad : {"blue1 weight 0; shutdown sessions server app/green1", "blue1\nshow info", "a;b", "a#b", "a b",
+                                "bl\xc3\xa4u", "app/blue1", ""}) {
+    CAPTURE(bad);
+    auto o = f.options();
+    o.groups["blue"].push_back(HaproxyServer{"app", bad});
+    CHECK_THROWS_AS(HaproxyLoadBalancer{o}, invalid_option);
+    auto ob = f.options();
+    ob.groups["blue"].push_back(HaproxyServer{bad, "blue1"});
+    CHECK_THROWS_AS(HaproxyLoadBalancer{ob}, invalid_option);
+  }
+  HaproxyLoadBalancer lb(f.options());
+  Instance evil{"x;del server app/blue1", Revision{"v9"}, Endpoint{"127.0.0.1", 1}};
+  CHECK_THROWS_WITH_AS(run(f.io, lb.register_instance(evil, "app")),
+                       "invalid option instance.id = \"x;del server app/blue1\": must be 1-256 characters of A-Z a-z 0-9 . - _ :",
+                       invalid_option);
+  auto raw = run(f.io, lb.command("show info\nshutdown sessions server app/blue1"));
+  CHECK_FALSE(raw.has_value());
+  // Nothing was changed: both blue servers still serve.
+  CHECK(traffic(f.haproxy.frontend_port(), 20)["blue"] == 20);
+}
+
+TEST_CASE("HAProxy's errors keep their words") {
+  Fixture f;
+  auto o = f.options();
+  o.groups["green"] = {{"app", "green1"}, {"app", "nope"}};
+  HaproxyLoadBalancer lb(o);
+  auto r = run(f.io, lb.apply(TrafficSplit::all_to("green")));
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error() == errc::unknown_server);
+  CHECK(contains(r.error().message, "haproxy: No such server."));
+
+  HaproxyLoadBalancer user(f.options(f.haproxy.user_socket()));
+  r = run(f.io, user.apply(TrafficSplit::all_to("green")));
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error() == errc::permission_denied);
+  CHECK(contains(r.error().message, "haproxy: Permission denied"));
+
+  auto unmapped = run(f.io, lb.apply(TrafficSplit::all_to("purple")));
+  CHECK(unmapped.error() == errc::unknown_server);
+}
+
+TEST_CASE("a stopped HAProxy times out, a killed one fails cleanly, neither hangs") {
+  Fixture f;
+  auto o = f.options();
+  o.command_timeout = 500ms;
+  HaproxyLoadBalancer lb(o);
+  f.haproxy.signal(SIGSTOP);
+  auto started = std::chrono::steady_clock::now();
+  auto r = run(f.io, lb.apply(TrafficSplit::all_to("green")));
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error() == errc::timeout);
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+
+  // Killed while a command is in flight: the exchange ends with the connection.
+  o.command_timeout = 30s;
+  HaproxyLoadBalancer patient(o);
+  std::thread killer([&] {
+    std::this_thread::sleep_for(300ms);
+    f.haproxy.signal(SIGKILL);
+  });
+  started = std::chrono::steady_clock::now();
+  r = run(f.io, patient.apply(TrafficSplit::all_to("green")));
+  killer.join();
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error() == errc::lb_unavailable);
+  CHECK(std::chrono::steady_clock::now() - started < 10s);  // far from the 30 s timeout
+  r = run(f.io, patient.apply(TrafficSplit::all_to("green")));
+  CHECK(r.error() == errc::lb_unavailable);
+  CHECK(contains(r.error().message, "connect"));
+}
+
+TEST_CASE("register and deregister dynamic servers") {
+  Fixture f;
+  Backends extra({"green3"});
+  HaproxyLoadBalancer lb(f.options());
+  REQUIRE(run(f.io, lb.apply(TrafficSplit::of({{"blue", Percent{}}, {"green", Percent::full()}}))).has_value());
+  Instance g3{"green3", Revision{"v2"}, Endpoint{"127.0.0.1", extra.port(0)}};
+  auto r = run(f.io, lb.register_instance(g3, "app", 256));
+  REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().message));
+  auto counts = traffic(f.haproxy.frontend_port(), 30);
+  CHECK(counts["green"] == 30);
+  CHECK(extra.servers[0]->requests() > 0);  // the new server takes its share
+  REQUIRE(run(f.io, lb.drain_instance(g3)).has_value());
+  r = run(f.io, lb.deregister_instance(g3));
+  REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().message));
+  auto state = run(f.io, lb.command("show servers state app"));
+  REQUIRE(state.has_value());
+  CHECK_FALSE(contains(*state, "green3"));
+  const int before = extra.servers[0]->requests();
+  traffic(f.haproxy.frontend_port(), 10);
+  CHECK(extra.servers[0]->requests() == before);
+}
+
+TEST_CASE("a blue-green run through HAProxy with real HTTP probes") {
+  Fixture f;
+  HaproxyLoadBalancer lb(f.options());
+  REQUIRE(run(f.io, lb.apply(TrafficSplit::of({{"blue", Percent::full()}, {"green", Percent{}}}))).has_value());
+  HttpProbeOptions po;
+  po.path = "/ok";
+  po.timeout = 500ms;
+  HttpProbe probe(po);
+  auto env = [&](const std::string& name, std::size_t a, std::size_t b) {
+    return Environment{name, Revision{name == "blue" ? "v1" : "v2"},
+                       {Instance{name + "1", Revision{"v"}, Endpoint{"127.0.0.1", f.backends.port(a)}},
+                        Instance{name + "2", Revision{"v"}, Endpoint{"127.0.0.1", f.backends.port(b)}}}};
+  };
+  BlueGreenOptions o;
+  o.probe.period = 100ms;
+  o.probe.timeout = 500ms;
+  o.verify_for = 300ms;
+  o.scale_down_delay = 100ms;
+  BlueGreen<HaproxyLoadBalancer, HttpProbe> bg(lb, probe, env("blue", 0, 1), env("green", 2, 3), o);
+  auto out = run(f.io, bg.run());
+  CHECK(out.status == Status::promoted);
+  CHECK(traffic(f.haproxy.frontend_port(), 20)["green"] == 20);
+  MESSAGE(fmt::format("{}", out));
+}
