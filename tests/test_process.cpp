@@ -1,0 +1,269 @@
+// ProcessOrchestrator with real processes of examples/sample_service: start,
+// readiness through a real HTTP probe, graceful retirement that finishes a
+// request in flight, crash detection, signal vs exit code, SIGKILL after the
+// grace period, load balancer hooks, and a rolling update of real processes.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <rollout/http_probe.hpp>
+#include <rollout/process_orchestrator.hpp>
+#include <rollout/strategy/rolling.hpp>
+#include <rollout/weighted_router.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <future>
+#include <thread>
+#include <optional>
+#include <string>
+#include <vector>
+
+#ifndef ROLLOUT_SAMPLE_SERVICE
+#error "ROLLOUT_SAMPLE_SERVICE must name the sample_service executable"
+#endif
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using namespace rollout;
+using namespace std::chrono_literals;
+using Orch = ProcessOrchestrator<HttpProbe>;
+
+namespace {
+
+HttpProbe health_probe() {
+  HttpProbeOptions o;
+  o.path = "/health";
+  o.timeout = 500ms;
+  return HttpProbe(o);
+}
+
+ProcessOrchestratorOptions sample(Duration grace = 5s) {
+  ProcessOrchestratorOptions o;
+  o.executable = ROLLOUT_SAMPLE_SERVICE;
+  o.args = {"--port", "{port}", "--version", "{revision}"};
+  o.ready_poll = 50ms;
+  o.grace = grace;
+  return o;
+}
+
+/// Runs `aw` to completion. (Not io.run(): every child's exit monitor is work
+/// that stays pending as long as the child lives.)
+template <class T>
+T run(asio::io_context& io, asio::awaitable<T> aw) {
+  std::optional<T> out;
+  std::exception_ptr err;
+  bool done = false;
+  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e, T v) {
+    done = true;
+    err = e;
+    if (!e) out.emplace(std::move(v));
+  });
+  io.restart();
+  while (!done) io.run_one();
+  if (err) std::rethrow_exception(err);
+  return std::move(*out);
+}
+
+void run(asio::io_context& io, asio::awaitable<void> aw) {
+  std::exception_ptr err;
+  bool done = false;
+  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e) {
+    done = true;
+    err = e;
+  });
+  io.restart();
+  while (!done) io.run_one();
+  if (err) std::rethrow_exception(err);
+}
+
+/// A blocking GET; returns status and body.
+std::pair<unsigned, std::string> get(const Endpoint& ep, const std::string& target) {
+  asio::io_context io;
+  beast::tcp_stream s(io);
+  s.expires_after(10s);
+  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address(ep.host), ep.port));
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, ep.host);
+  http::write(s, req);
+  beast::flat_buffer b;
+  http::response<http::string_body> res;
+  http::read(s, b, res);
+  return {res.result_int(), res.body()};
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("create, wait_ready, serve, retire with SIGTERM: exit code 0") {
+  asio::io_context io;
+  auto probe = health_probe();
+  Orch orch(probe, sample());
+  auto inst = run(io, orch.create(Revision{"v2"}));
+  REQUIRE(inst.has_value());
+  CHECK(inst->id == "v2-0");
+  REQUIRE(run(io, orch.wait_ready(*inst)).has_value());
+  CHECK(get(inst->endpoint, "/version").second == "v2\n");
+  CHECK(run(io, orch.list())->size() == 1);
+  REQUIRE(run(io, orch.retire(*inst)).has_value());
+  REQUIRE(orch.last_exit(inst->id));
+  CHECK(orch.last_exit(inst->id)->text() == "exited with code 0");
+  CHECK(run(io, orch.list())->empty());
+  CHECK(run(io, orch.retire(*inst)).has_value());  // idempotent
+}
+
+TEST_CASE("graceful retirement finishes a request in flight") {
+  asio::io_context io;
+  auto probe = health_probe();
+  auto o = sample();
+  o.revision_args["slow"] = {"--latency-ms", "800"};
+  Orch orch(probe, o);
+  auto inst = run(io, orch.create(Revision{"slow"}));
+  REQUIRE(inst.has_value());
+  REQUIRE(run(io, orch.wait_ready(*inst)).has_value());
+  auto in_flight = std::async(std::launch::async, [ep = inst->endpoint] { return get(ep, "/work"); });
+  std::this_thread::sleep_for(200ms);  // the request is being served
+  REQUIRE(run(io, orch.retire(*inst)).has_value());
+  auto [status, body] = in_flight.get();
+  CHECK(status == 200);
+  CHECK(body == "hello from slow\n");
+  CHECK(orch.last_exit(inst->id)->text() == "exited with code 0");
+}
+
+TEST_CASE("a process that dies while starting fails wait_ready with how it ended") {
+  asio::io_context io;
+  auto probe = health_probe();
+  auto o = sample();
+  o.revision_args["broken"] = {"--error-rate", "7"};  // rejected by the service: exit code 2
+  Orch orch(probe, o);
+  std::vector<std::string> exits;
+  orch.on_exit = [&](const Instance& i, const detail::ExitStatus& s, bool crashed) {
+    exits.push_back(fmt::format("{} {}{}", i.id, s.text(), crashed ? " (crash)" : ""));
+  };
+  auto inst = run(io, orch.create(Revision{"broken"}));
+  REQUIRE(inst.has_value());
+  auto ready = run(io, orch.wait_ready(*inst));
+  REQUIRE_FALSE(ready.has_value());
+  CHECK(ready.error() == errc::instance_failed);
+  CHECK(ready.error().message == "broken-0 exited with code 2 while starting");
+  CHECK(exits == std::vector<std::string>{"broken-0 exited with code 2 (crash)"});
+  CHECK(run(io, orch.list())->empty());
+
+  auto missing = sample();
+  missing.executable = "/nonexistent/rollout-sample";
+  Orch nowhere(probe, missing);
+  auto none = run(io, nowhere.create(Revision{"v1"}));
+  REQUIRE_FALSE(none.has_value());
+  CHECK(none.error() == errc::instance_failed);
+  CHECK(contains(none.error().message, "/nonexistent/rollout-sample"));
+}
+
+TEST_CASE("a crash is detected, and a signal is told apart from an exit code") {
+  asio::io_context io;
+  auto probe = health_probe();
+  Orch orch(probe, sample());
+  std::vector<std::string> exits;
+  orch.on_exit = [&](const Instance& i, const detail::ExitStatus& s, bool crashed) {
+    exits.push_back(fmt::format("{} {}{}", i.id, s.text(), crashed ? " (crash)" : ""));
+  };
+  auto inst = run(io, orch.create(Revision{"v1"}));
+  REQUIRE(run(io, orch.wait_ready(*inst)).has_value());
+  const auto pid = orch.pid(inst->id);
+  REQUIRE(pid);
+  ::kill(*pid, SIGKILL);
+  for (int i = 0; i < 100 && exits.empty(); ++i) {
+    io.restart();
+    io.run_for(20ms);
+  }
+  CHECK(exits == std::vector<std::string>{"v1-0 killed by signal 9 (SIGKILL) (crash)"});
+  CHECK(run(io, orch.list())->empty());
+}
+
+TEST_CASE("a process that ignores SIGTERM is killed after the grace period") {
+  asio::io_context io;
+  TcpProbe probe(200ms);
+  ProcessOrchestratorOptions o;
+  o.executable = "/bin/sh";
+  o.args = {"-c", "trap '' TERM; exec sleep 30"};  // an ignored signal stays ignored across exec
+  o.grace = 300ms;
+  ProcessOrchestrator<TcpProbe> orch(probe, o);
+  auto inst = run(io, orch.create(Revision{"stubborn"}));
+  REQUIRE(inst.has_value());
+  // Wait until the shell has installed its trap and exec'd sleep.
+  const auto pid = orch.pid(inst->id);
+  REQUIRE(pid);
+  for (int i = 0; i < 200; ++i) {
+    std::ifstream comm(fmt::format("/proc/{}/comm", *pid));
+    std::string name;
+    std::getline(comm, name);
+    if (name == "sleep") break;
+    std::this_thread::sleep_for(10ms);
+  }
+  const auto started = std::chrono::steady_clock::now();
+  REQUIRE(run(io, orch.retire(*inst)).has_value());
+  CHECK(orch.last_exit(inst->id)->text() == "killed by signal 9 (SIGKILL)");
+  CHECK(std::chrono::steady_clock::now() - started < 10s);
+}
+
+TEST_CASE("load balancer hooks: registered when ready, removed before SIGTERM") {
+  asio::io_context io;
+  auto probe = health_probe();
+  WeightedRouter router;
+  std::vector<std::string> calls;
+  InstanceRegistration reg;
+  reg.on_ready = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("ready " + i.id);
+    router.add("pool", i);
+    co_return router.apply_now(TrafficSplit::all_to("pool"));
+  };
+  reg.on_drain = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("drain " + i.id);
+    router.remove(i.id);
+    co_return result<void>{};
+  };
+  reg.on_gone = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("gone " + i.id);
+    co_return result<void>{};
+  };
+  Orch orch(probe, sample(), reg);
+  auto inst = run(io, orch.create(Revision{"v1"}));
+  REQUIRE(run(io, orch.wait_ready(*inst)).has_value());
+  REQUIRE(router.pick());
+  CHECK(router.pick()->id == "v1-0");
+  REQUIRE(run(io, orch.retire(*inst)).has_value());
+  CHECK(calls == std::vector<std::string>{"ready v1-0", "drain v1-0", "gone v1-0"});
+}
+
+TEST_CASE("a rolling update of real processes") {
+  asio::io_context io;
+  auto probe = health_probe();
+  Orch orch(probe, sample(3s));
+  for (int i = 0; i < 3; ++i) {
+    auto inst = run(io, orch.create(Revision{"v1"}));
+    REQUIRE(inst.has_value());
+    REQUIRE(run(io, orch.wait_ready(*inst)).has_value());
+  }
+  RollingOptions o;
+  o.desired = 3;
+  o.max_surge = 1;
+  o.max_unavailable = 0;
+  o.ready_deadline = 10s;
+  Rolling<Orch> roll(orch, Revision{"v1"}, Revision{"v2"}, o);
+  auto out = run(io, roll.run());
+  CHECK(out.status == Status::promoted);
+  auto fleet = run(io, orch.list());
+  REQUIRE(fleet.has_value());
+  CHECK(fleet->size() == 3);
+  for (const auto& i : *fleet) CHECK(get(i.endpoint, "/version").second == "v2\n");
+  MESSAGE(fmt::format("{}", out));
+  run(io, orch.shutdown());
+}
