@@ -2,6 +2,9 @@
 # Nothing here reaches the installed interface: users keep their own flags.
 add_library(rollout_options INTERFACE)
 target_link_libraries(rollout_options INTERFACE rollout::rollout rollout::process)
+if(TARGET rollout::tls)
+  target_link_libraries(rollout_options INTERFACE rollout::tls)
+endif()
 target_compile_definitions(rollout_options INTERFACE BOOST_ASIO_NO_DEPRECATED)
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   target_compile_options(rollout_options INTERFACE -Wall -Wextra -Wpedantic -Wconversion -Wno-sign-conversion -Werror)

@@ -5,7 +5,11 @@ include(CMakePackageConfigHelpers)
 # not be refused by a package built on a 64-bit machine.
 set(ROLLOUT_CMAKE_DIR "${CMAKE_INSTALL_DATADIR}/cmake/rollout")
 
-install(TARGETS rollout rollout_process EXPORT rolloutTargets)
+set(_rollout_targets rollout rollout_process)
+if(TARGET rollout_tls)
+  list(APPEND _rollout_targets rollout_tls)
+endif()
+install(TARGETS ${_rollout_targets} EXPORT rolloutTargets)
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
 install(EXPORT rolloutTargets NAMESPACE rollout:: DESTINATION "${ROLLOUT_CMAKE_DIR}")
 

@@ -150,6 +150,46 @@ TEST_CASE("the observed split follows the applied weights") {
   CHECK((*parsed)[HaproxyServer{"app", "green1"}].weight == 256);
 }
 
+TEST_CASE("the runtime API over TCP works the same") {
+  Fixture f;
+  auto o = f.options();
+  o.address.unix_socket.clear();
+  o.address.tcp = Endpoint{"127.0.0.1", f.haproxy.api_port()};
+  HaproxyLoadBalancer lb(o);
+  auto r = run(f.io, lb.apply(TrafficSplit::of({{"blue", Percent{}}, {"green", Percent::full()}})));
+  REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().message));
+  CHECK(traffic(f.haproxy.frontend_port(), 10)["green"] == 10);
+}
+
+TEST_CASE("weights keep each group's share within one weight step") {
+  // Unit check of the rounding, over many splits and group sizes.
+  for (int blue_n : {1, 2, 3, 7}) {
+    for (int green_n : {1, 2, 5}) {
+      std::map<std::string, std::vector<HaproxyServer>> groups;
+      for (int i = 0; i < blue_n; ++i) groups["blue"].push_back({"app", fmt::format("b{}", i)});
+      for (int i = 0; i < green_n; ++i) groups["green"].push_back({"app", fmt::format("g{}", i)});
+      for (int bp : {0, 1, 50, 100, 333, 500, 2500, 5000, 7777, 9950, 9999, 10000}) {
+        CAPTURE(blue_n);
+        CAPTURE(green_n);
+        CAPTURE(bp);
+        auto w = detail::haproxy_weights(groups, {{"green", bp}, {"blue", 10000 - bp}});
+        int total = 0, green = 0;
+        for (const auto& [s, weight] : w) {
+          CHECK(weight >= 0);
+          CHECK(weight <= 256);
+          total += weight;
+          if (s.server[0] == 'g') green += weight;
+        }
+        REQUIRE(total > 0);
+        const double share = static_cast<double>(green) / total, target = bp / 10000.0;
+        CHECK(std::abs(share - target) <= 1.0 / total + 1e-12);  // one weight step
+        if (bp == 0) CHECK(green == 0);        // 0% is exactly nothing
+        if (bp == 10000) CHECK(green == total);
+      }
+    }
+  }
+}
+
 TEST_CASE("drain keeps a request in flight alive") {
   Fixture f;
   HaproxyLoadBalancer lb(f.options());

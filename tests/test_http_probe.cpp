@@ -1,14 +1,20 @@
-// HttpProbe and TcpProbe against real servers on 127.0.0.1: healthy, error
-// statuses, timeouts, garbage, resets, oversized and endless responses,
-// keep-alive reuse, header injection and secret redaction.
+// HttpProbe, HttpsProbe and TcpProbe against real servers on 127.0.0.1: healthy,
+// error statuses, timeouts, garbage, resets, oversized and endless responses,
+// keep-alive reuse, header injection, secret redaction, and TLS verification
+// against a CA made in the test.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include "support/http_server.hpp"
+#include "support/temp_dir.hpp"
 
 #include <rollout/analysis/probe_schedule.hpp>
 #include <rollout/http_probe.hpp>
+#include <rollout/https_probe.hpp>
 #include <rollout/tcp_probe.hpp>
+
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -16,9 +22,12 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
 
 namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
 using namespace rollout;
 using namespace std::chrono_literals;
 using test_support::TestHttpServer;
@@ -220,4 +229,110 @@ TEST_CASE("TcpProbe: connected or refused") {
   CHECK_FALSE(down.healthy);
   CHECK(down.detail == fmt::format("connect 127.0.0.1:{}: Connection refused", port));
   CHECK_THROWS_AS(TcpProbe(0s), invalid_option);
+}
+
+// ---- HTTPS ----------------------------------------------------------------------
+
+namespace {
+
+/// A CA and a server certificate for 127.0.0.1 / localhost, made with the openssl CLI.
+struct TestPki {
+  test_support::TempDir dir;
+  std::string ca() const { return (dir.path() / "ca.pem").string(); }
+  std::string cert() const { return (dir.path() / "server.pem").string(); }
+  std::string key() const { return (dir.path() / "server.key").string(); }
+  TestPki() {
+    const auto d = dir.path().string();
+    const std::string script = fmt::format(
+        "cd {0} && "
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=rollout test CA' && "
+        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' && "
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext",
+        d);
+    if (std::system((script + " >/dev/null 2>&1").c_str()) != 0) throw std::runtime_error("openssl could not make the test PKI");
+  }
+};
+
+/// A one-shot TLS server answering 200 "ok" to one request per connection.
+struct TlsServer {
+  asio::io_context& io;
+  asio::ssl::context ctx{asio::ssl::context::tls_server};
+  asio::ip::tcp::acceptor acceptor;
+  TlsServer(asio::io_context& io, const TestPki& pki) : io(io), acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}) {
+    ctx.use_certificate_chain_file(pki.cert());
+    ctx.use_private_key_file(pki.key(), asio::ssl::context::pem);
+    asio::co_spawn(io, serve(), [](std::exception_ptr) {});
+  }
+  std::uint16_t port() const { return acceptor.local_endpoint().port(); }
+  void stop() { acceptor.close(); }
+  asio::awaitable<void> serve() {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      beast::ssl_stream<beast::tcp_stream> s(beast::tcp_stream(std::move(socket)), ctx);
+      s.next_layer().expires_after(5s);
+      auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+      if (hec) continue;  // the client refused our certificate: that is what the test checks
+      beast::flat_buffer b;
+      bhttp::request<bhttp::empty_body> req;
+      auto [rec, rn] = co_await bhttp::async_read(s, b, req, asio::as_tuple(asio::use_awaitable));
+      if (rec) continue;
+      bhttp::response<bhttp::string_body> res{bhttp::status::ok, 11};
+      res.body() = "ok";
+      res.keep_alive(false);
+      res.prepare_payload();
+      co_await bhttp::async_write(s, res, asio::as_tuple(asio::use_awaitable));
+    }
+  }
+};
+
+HealthResult https_check(const TestPki& pki, HttpsProbeOptions o, std::string host = "127.0.0.1") {
+  asio::io_context io;
+  TlsServer server(io, pki);
+  o.http.path = "/health";
+  o.http.timeout = 2s;
+  HttpsProbe probe(o);
+  HealthResult r;
+  auto body = [&]() -> asio::awaitable<void> {
+    r = co_await probe.check(Instance{"i", Revision{"v"}, Endpoint{host, server.port()}});
+    server.stop();
+  };
+  asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("HTTPS: verified against the test CA, refused without it or for the wrong name") {
+  TestPki pki;
+  HttpsProbeOptions trusted;
+  trusted.ca_file = pki.ca();
+  auto ok = https_check(pki, trusted);
+  CHECK(ok.healthy);
+  CHECK(ok.detail == "HTTP 200");
+
+  auto untrusted = https_check(pki, HttpsProbeOptions{});  // system trust store: our CA is not in it
+  CHECK_FALSE(untrusted.healthy);
+  CHECK(contains(untrusted.detail, "TLS handshake"));
+  CHECK(contains(untrusted.detail, "certificate verify failed"));
+
+  auto wrong_name = trusted;
+  wrong_name.server_name = "api.example.com";  // the certificate is for 127.0.0.1 and localhost
+  auto mismatch = https_check(pki, wrong_name);
+  CHECK_FALSE(mismatch.healthy);
+  CHECK(contains(mismatch.detail, "certificate verify failed"));
+
+  auto by_dns = trusted;
+  by_dns.server_name = "localhost";
+  CHECK(https_check(pki, by_dns).healthy);
+
+  HttpsProbeOptions opted_out;  // verification off only when asked for
+  opted_out.verify_peer = false;
+  CHECK(https_check(pki, opted_out).healthy);
+
+  HttpsProbeOptions bad_ca;
+  bad_ca.ca_file = "/nonexistent/ca.pem";
+  CHECK_THROWS_AS(HttpsProbe{bad_ca}, invalid_option);
 }

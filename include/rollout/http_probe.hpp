@@ -105,6 +105,84 @@ inline std::string describe_http_error(const boost::system::error_code& ec, Dura
   return ec.message();
 }
 
+/// Opens a TCP connection to `ep` (an address or a host name) within `timeout`.
+/// Returns the stream, or a sentence saying why not.
+inline boost::asio::awaitable<std::variant<std::string, std::unique_ptr<boost::beast::tcp_stream>>> http_connect(
+    const Endpoint& ep, Duration timeout) {
+  namespace asio = boost::asio;
+  namespace beast = boost::beast;
+  using tcp = asio::ip::tcp;
+  auto ex = co_await asio::this_coro::executor;
+  auto stream = std::make_unique<beast::tcp_stream>(ex);
+  stream->expires_after(timeout);
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(ep.host, ec);
+  if (!ec) {
+    auto [cec] = co_await stream->async_connect(tcp::endpoint(addr, ep.port), asio::as_tuple(asio::use_awaitable));
+    ec = cec;
+  } else {
+    tcp::resolver resolver(ex);
+    auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port), asio::as_tuple(asio::use_awaitable));
+    if (rec) co_return fmt::format("resolve {}: {}", ep.host, rec.message());
+    auto [cec, where] = co_await stream->async_connect(results, asio::as_tuple(asio::use_awaitable));
+    ec = cec;
+  }
+  if (ec) co_return fmt::format("connect {}: {}", ep, describe_http_error(ec, timeout));
+  co_return std::move(stream);
+}
+
+/// The result of one request/response exchange.
+struct HttpExchange {
+  HealthResult result;
+  bool stale = false;     ///< Failed before any response byte: the connection was dead.
+  bool reusable = false;  ///< The connection may serve another request.
+};
+
+/// Sends the probe's request on `stream` (plain or TLS) and judges the response.
+template <class Stream>
+boost::asio::awaitable<HttpExchange> http_exchange(Stream& stream, const HttpProbeOptions& opts, const Endpoint& ep) {
+  namespace asio = boost::asio;
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  HttpExchange out;
+  http::request<http::empty_body> req{opts.head ? http::verb::head : http::verb::get, opts.path, 11};
+  req.set(http::field::host, fmt::format("{}:{}", ep.host, ep.port));
+  req.set(http::field::user_agent, "rollout-probe");
+  for (const auto& [name, value] : opts.headers) req.set(name, value);
+  req.keep_alive(opts.keep_alive);
+  const char* verb = opts.head ? "HEAD" : "GET";
+  auto [wec, wn] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
+  if (wec) {
+    out.stale = true;
+    out.result = HealthResult::down(fmt::format("{} {}: {}", verb, opts.path, describe_http_error(wec, opts.timeout)));
+    co_return out;
+  }
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(opts.body_limit);
+  parser.header_limit(opts.header_limit);
+  if (opts.head) parser.skip(true);
+  auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+  if (rec) {
+    out.stale = rn == 0 && (rec == http::error::end_of_stream || rec == asio::error::connection_reset || rec == asio::error::eof);
+    out.result = HealthResult::down(fmt::format("{} {}: {}", verb, opts.path, describe_http_error(rec, opts.timeout)));
+    co_return out;
+  }
+  const auto& res = parser.get();
+  const unsigned status = res.result_int();
+  out.reusable = res.keep_alive();
+  if (status < opts.min_status || status > opts.max_status) {
+    out.result = HealthResult::down(fmt::format("HTTP {} (expected {}..{})", status, opts.min_status, opts.max_status));
+    co_return out;
+  }
+  if (opts.body_contains && res.body().find(*opts.body_contains) == std::string::npos) {
+    out.result = HealthResult::down(fmt::format("HTTP {} but the body lacks {:?}", status, *opts.body_contains));
+    co_return out;
+  }
+  out.result = HealthResult::up(fmt::format("HTTP {}", status));
+  co_return out;
+}
+
 }  // namespace detail
 
 /// A health probe that sends one HTTP/1.1 request to the instance's endpoint and
@@ -140,14 +218,14 @@ public:
     }
     for (;;) {
       if (!stream) {
-        auto connected = co_await connect(instance.endpoint);
+        auto connected = co_await detail::http_connect(instance.endpoint, opts_.timeout);
         if (auto* err = std::get_if<std::string>(&connected)) co_return HealthResult::down(*err, elapsed());
         stream = std::move(std::get<std::unique_ptr<beast::tcp_stream>>(connected));
       }
       const auto left = opts_.timeout - elapsed();
       if (left <= Duration::zero()) co_return HealthResult::down(fmt::format("timed out after {}", format_duration(opts_.timeout)), elapsed());
       stream->expires_after(left);
-      auto outcome = co_await exchange(*stream, instance.endpoint);
+      auto outcome = co_await detail::http_exchange(*stream, opts_, instance.endpoint);
       if (outcome.stale && reused) {  // the kept connection was closed by the server: one fresh try
         stream.reset();
         reused = false;
@@ -165,78 +243,6 @@ public:
   const HttpProbeOptions& options() const noexcept { return opts_; }
 
 private:
-  struct Exchange {
-    HealthResult result;
-    bool stale = false;     // failed before any response byte: the connection was dead
-    bool reusable = false;  // the connection may serve another request
-  };
-
-  boost::asio::awaitable<std::variant<std::string, std::unique_ptr<boost::beast::tcp_stream>>> connect(const Endpoint& ep) {
-    namespace asio = boost::asio;
-    namespace beast = boost::beast;
-    using tcp = asio::ip::tcp;
-    auto ex = co_await asio::this_coro::executor;
-    auto stream = std::make_unique<beast::tcp_stream>(ex);
-    stream->expires_after(opts_.timeout);
-    boost::system::error_code ec;
-    auto addr = asio::ip::make_address(ep.host, ec);
-    if (!ec) {
-      auto [cec] = co_await stream->async_connect(tcp::endpoint(addr, ep.port), asio::as_tuple(asio::use_awaitable));
-      ec = cec;
-    } else {
-      tcp::resolver resolver(ex);
-      auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port), asio::as_tuple(asio::use_awaitable));
-      if (rec) co_return fmt::format("resolve {}: {}", ep.host, rec.message());
-      auto [cec, where] = co_await stream->async_connect(results, asio::as_tuple(asio::use_awaitable));
-      ec = cec;
-    }
-    if (ec) co_return fmt::format("connect {}: {}", ep, detail::describe_http_error(ec, opts_.timeout));
-    co_return std::move(stream);
-  }
-
-  boost::asio::awaitable<Exchange> exchange(boost::beast::tcp_stream& stream, const Endpoint& ep) {
-    namespace asio = boost::asio;
-    namespace beast = boost::beast;
-    namespace http = beast::http;
-    Exchange out;
-    http::request<http::empty_body> req{opts_.head ? http::verb::head : http::verb::get, opts_.path, 11};
-    req.set(http::field::host, fmt::format("{}:{}", ep.host, ep.port));
-    req.set(http::field::user_agent, "rollout-probe");
-    for (const auto& [name, value] : opts_.headers) req.set(name, value);
-    req.keep_alive(opts_.keep_alive);
-    auto [wec, wn] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
-    if (wec) {
-      out.stale = true;
-      out.result = HealthResult::down(fmt::format("GET {}: {}", opts_.path, detail::describe_http_error(wec, opts_.timeout)));
-      co_return out;
-    }
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(opts_.body_limit);
-    parser.header_limit(opts_.header_limit);
-    if (opts_.head) parser.skip(true);
-    auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
-    if (rec) {
-      out.stale = rn == 0 && (rec == http::error::end_of_stream || rec == asio::error::connection_reset || rec == asio::error::eof);
-      out.result = HealthResult::down(fmt::format("{} {}: {}", opts_.head ? "HEAD" : "GET", opts_.path,
-                                                  detail::describe_http_error(rec, opts_.timeout)));
-      co_return out;
-    }
-    const auto& res = parser.get();
-    const unsigned status = res.result_int();
-    out.reusable = res.keep_alive();
-    if (status < opts_.min_status || status > opts_.max_status) {
-      out.result = HealthResult::down(fmt::format("HTTP {} (expected {}..{})", status, opts_.min_status, opts_.max_status));
-      co_return out;
-    }
-    if (opts_.body_contains && res.body().find(*opts_.body_contains) == std::string::npos) {
-      out.result = HealthResult::down(fmt::format("HTTP {} but the body lacks {:?}", status, *opts_.body_contains));
-      co_return out;
-    }
-    out.result = HealthResult::up(fmt::format("HTTP {}", status));
-    co_return out;
-  }
-
   HttpProbeOptions opts_;
   std::map<std::string, std::unique_ptr<boost::beast::tcp_stream>> idle_;
 };

@@ -5,6 +5,8 @@
 // 127.0.0.1 port, and backend `app` (roundrobin) whose servers are given by the
 // test. Stopped (SIGTERM, then SIGKILL) by PID when the fixture goes away.
 
+#include "support/temp_dir.hpp"
+
 #include <rollout/detail/child_process.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -29,31 +31,6 @@
 
 namespace rollout::test_support {
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the caller to use).
-inline std::uint16_t free_port() {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
-}
-
-/// A fresh directory under /tmp, removed with the fixture.
-class TempDir {
-public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "rollout-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
-private:
-  std::filesystem::path path_;
-};
-
 class HaproxyProcess {
 public:
   struct Server {
@@ -62,12 +39,14 @@ public:
     int weight;
   };
 
-  HaproxyProcess(boost::asio::io_context& io, const std::vector<Server>& servers) : frontend_port_(free_port()) {
+  HaproxyProcess(boost::asio::io_context& io, const std::vector<Server>& servers)
+      : frontend_port_(free_port()), api_port_(free_port()) {
     std::ofstream cfg(dir_.path() / "haproxy.cfg");
     cfg << fmt::format(
         "global\n"
         "  stats socket {0}/admin.sock mode 600 level admin\n"
         "  stats socket {0}/user.sock mode 600 level user\n"
+        "  stats socket ipv4@127.0.0.1:{2} level admin\n"
         "defaults\n"
         "  mode http\n"
         "  timeout connect 2s\n"
@@ -78,7 +57,7 @@ public:
         "  default_backend app\n"
         "backend app\n"
         "  balance roundrobin\n",
-        dir_.path().string(), frontend_port_);
+        dir_.path().string(), frontend_port_, api_port_);
     for (const auto& s : servers) cfg << fmt::format("  server {} 127.0.0.1:{} weight {}\n", s.name, s.port, s.weight);
     cfg.close();
     proc_.emplace(io.get_executor(), "/usr/sbin/haproxy", std::vector<std::string>{"-db", "-f", (dir_.path() / "haproxy.cfg").string()});
@@ -93,6 +72,8 @@ public:
   std::string admin_socket() const { return (dir_.path() / "admin.sock").string(); }
   std::string user_socket() const { return (dir_.path() / "user.sock").string(); }
   std::uint16_t frontend_port() const { return frontend_port_; }
+  /// The runtime API on TCP (admin level), 127.0.0.1 only.
+  std::uint16_t api_port() const { return api_port_; }
   int pid() const { return proc_->pid(); }
   void signal(int sig) { proc_->signal(sig); }
 
@@ -112,6 +93,7 @@ private:
 
   TempDir dir_;
   std::uint16_t frontend_port_;
+  std::uint16_t api_port_;
   std::optional<detail::ChildProcess> proc_;
 };
 
