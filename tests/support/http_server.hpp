@@ -15,6 +15,7 @@
 //   /endless           a chunked body that never ends
 //   /flood             headers that never end
 //   /slowloris         a status line dribbled one byte every 50 ms, forever
+//   /metrics           whatever set_metrics() last gave (Prometheus text)
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -31,6 +32,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 
@@ -52,6 +54,12 @@ public:
   int requests() const { return requests_; }
   /// Number of /slow requests currently in flight.
   int in_flight() const { return in_flight_; }
+
+  /// What `/metrics` serves (Prometheus text); may be changed from any thread.
+  void set_metrics(std::string text) {
+    std::lock_guard lock(metrics_mutex_);
+    metrics_ = std::move(text);
+  }
 
   /// Closes the listener and every connection; pending coroutines end.
   void stop() {
@@ -113,6 +121,16 @@ private:
                            req.keep_alive());
         co_await http::async_write(*s, res, asio::use_awaitable);
         if (!req.keep_alive()) co_return;
+      } else if (target == "/metrics") {
+        std::string text;
+        {
+          std::lock_guard lock(metrics_mutex_);
+          text = metrics_;
+        }
+        auto res = respond(200, std::move(text), req.keep_alive());
+        res.set(http::field::content_type, "text/plain; version=0.0.4");
+        co_await http::async_write(*s, res, asio::use_awaitable);
+        if (!req.keep_alive()) co_return;
       } else if (target == "/close-after") {
         auto res = respond(200, "ok", true);
         co_await http::async_write(*s, res, asio::use_awaitable);
@@ -163,6 +181,8 @@ private:
   tcp::acceptor acceptor_;
   std::set<std::shared_ptr<tcp::socket>> sockets_;
   std::set<boost::asio::steady_timer*> timers_;
+  std::mutex metrics_mutex_;
+  std::string metrics_;
   int connections_ = 0;
   int requests_ = 0;
   int in_flight_ = 0;

@@ -1,0 +1,302 @@
+#pragma once
+
+/// @file
+/// `rollout::PrometheusSource`: a `MetricsSource` that queries a real Prometheus
+/// over its HTTP API (opt-in header; link `rollout::prometheus`, which brings
+/// Boost.JSON and Boost.URL).
+
+#include <rollout/concepts.hpp>
+#include <rollout/core/clock.hpp>
+#include <rollout/core/error.hpp>
+#include <rollout/core/metrics.hpp>
+#include <rollout/core/types.hpp>
+#include <rollout/detail/race.hpp>
+#include <rollout/http_probe.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+#include <boost/url/url.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace rollout {
+
+/// Options of a `PrometheusSource`.
+struct PrometheusOptions {
+  Endpoint server{"127.0.0.1", 9090};
+  std::string path_prefix;                 ///< e.g. "/prometheus" behind a reverse proxy.
+  Duration timeout{std::chrono::seconds(5)};  ///< Bound on each query (connect, send, receive).
+  std::optional<std::string> bearer_token;    ///< Sent as `Authorization: Bearer ...`; never logged or printed.
+  std::size_t samples = 60;                   ///< Points per series for `Want::samples` (query_range step = window / samples).
+  bool non_finite_is_no_data = true;          ///< NaN and +-Inf count as no data (otherwise as the value).
+  std::size_t max_response = 16 * 1024 * 1024;  ///< A larger response is an error.
+  std::map<std::string, std::string> variables;  ///< Extra `$name` substitutions for query templates.
+
+  void validate() const {
+    if (server.host.empty()) throw invalid_option("server.host", "\"\"", "must not be empty");
+    if (timeout <= Duration::zero()) throw invalid_option("timeout", format_duration(timeout), "must be greater than 0");
+    if (samples < 2) throw invalid_option("samples", fmt::format("{}", samples), "must be at least 2");
+    if (!path_prefix.empty() && path_prefix.front() != '/') {
+      throw invalid_option("path_prefix", fmt::format("{:?}", path_prefix), "must start with '/'");
+    }
+    if (bearer_token && bearer_token->find_first_of("\r\n") != std::string::npos) {
+      throw invalid_option("bearer_token", "<redacted>", "must not contain CR or LF");
+    }
+  }
+};
+
+namespace detail {
+
+/// `v` as a PromQL double-quoted string's content: backslash, quote and control
+/// characters escaped, so a revision id can never break out of a label matcher.
+inline std::string promql_escape(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+/// A duration as Prometheus writes it: `90s`, `5m`, `1500ms`.
+inline std::string promql_duration(Duration d) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+  if (ms % 60000 == 0) return fmt::format("{}m", ms / 60000);
+  if (ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+  return fmt::format("{}ms", ms);
+}
+
+/// Replaces `$revision`, `$role`, `$window` and the extra variables in `expr`.
+/// Longer names first, so `$revision_label` is not read as `$revision` + `_label`.
+inline std::string expand_query(std::string expr, const Scope& scope, Duration window,
+                                const std::map<std::string, std::string>& extra) {
+  std::vector<std::pair<std::string, std::string>> vars;
+  for (const auto& [k, v] : extra) vars.emplace_back("$" + k, promql_escape(v));
+  vars.emplace_back("$revision", promql_escape(scope.revision.id));
+  vars.emplace_back("$role", fmt::format("{}", scope.role));
+  vars.emplace_back("$window", promql_duration(window));
+  std::sort(vars.begin(), vars.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  for (const auto& [key, value] : vars) {
+    for (auto at = expr.find(key); at != std::string::npos; at = expr.find(key, at + value.size())) expr.replace(at, key.size(), value);
+  }
+  return expr;
+}
+
+/// Parses a Prometheus sample value ("1.5", "NaN", "+Inf") strictly.
+inline std::optional<double> prometheus_number(std::string_view s) {
+  if (s == "NaN") return std::nan("");
+  if (s == "+Inf" || s == "Inf") return HUGE_VAL;
+  if (s == "-Inf") return -HUGE_VAL;
+  if (s.empty() || s.size() > 64) return std::nullopt;
+  const std::string copy(s);
+  char* end = nullptr;
+  const double v = std::strtod(copy.c_str(), &end);
+  if (end != copy.c_str() + copy.size()) return std::nullopt;  // junk after the number
+  return v;
+}
+
+/// Decodes a Prometheus API response body. `status: error` becomes
+/// `errc::query_failed` with Prometheus' own `errorType: error`; anything not
+/// shaped as the API documents becomes `errc::protocol_error` naming the JSON path.
+inline result<MetricValue> decode_prometheus(std::string_view body, MetricQuery::Want want, bool non_finite_is_no_data) {
+  namespace json = boost::json;
+  boost::system::error_code ec;
+  json::parse_options po;
+  po.max_depth = 32;
+  const json::value doc = json::parse(body, ec, {}, po);
+  if (ec) return Error(errc::protocol_error, fmt::format("prometheus: response is not JSON: {}", ec.message()));
+  auto bad = [](std::string what) { return Error(errc::protocol_error, fmt::format("prometheus: {}", what)); };
+  const auto* root = doc.if_object();
+  if (!root) return bad("response is not a JSON object");
+  const auto* status = root->if_contains("status");
+  if (!status || !status->is_string()) return bad("\"status\" is missing or not a string");
+  if (status->as_string() == "error") {
+    const auto* type = root->if_contains("errorType");
+    const auto* error = root->if_contains("error");
+    return Error(errc::query_failed,
+                 fmt::format("prometheus: {}: {}", type && type->is_string() ? std::string_view(type->as_string()) : "unknown",
+                             error && error->is_string() ? std::string_view(error->as_string()) : "(no message)"));
+  }
+  if (status->as_string() != "success") return bad(fmt::format("unexpected status {:?}", std::string_view(status->as_string())));
+  const auto* data = root->if_contains("data");
+  if (!data || !data->is_object()) return bad("\"data\" is missing or not an object");
+  const auto* type = data->as_object().if_contains("resultType");
+  const auto* res = data->as_object().if_contains("result");
+  if (!type || !type->is_string()) return bad("\"data.resultType\" is missing or not a string");
+  if (!res) return bad("\"data.result\" is missing");
+  const std::string_view rtype = type->as_string();
+  // [timestamp, "value"] pairs.
+  auto point = [&](const json::value& p, const std::string& where) -> result<double> {
+    const auto* arr = p.if_array();
+    if (!arr || arr->size() != 2 || !(*arr)[0].is_number() || !(*arr)[1].is_string()) {
+      return bad(fmt::format("{} is not [timestamp, \"value\"]", where));
+    }
+    auto v = prometheus_number((*arr)[1].as_string());
+    if (!v) return bad(fmt::format("{} has a value that is not a number: {:?}", where, std::string_view((*arr)[1].as_string())));
+    return *v;
+  };
+  std::vector<double> values;
+  if (rtype == "scalar") {
+    auto v = point(*res, "data.result");
+    if (!v) return v.error();
+    values.push_back(*v);
+  } else if (rtype == "vector" || rtype == "matrix") {
+    const auto* series = res->if_array();
+    if (!series) return bad("\"data.result\" is not an array");
+    if (want == MetricQuery::Want::value && rtype == "vector" && series->size() > 1) {
+      return Error(errc::query_failed, fmt::format("prometheus: the query returned {} series; aggregate it to one (e.g. sum(...))", series->size()));
+    }
+    for (std::size_t i = 0; i < series->size(); ++i) {
+      const auto* s = (*series)[i].if_object();
+      if (!s) return bad(fmt::format("data.result[{}] is not an object", i));
+      if (rtype == "vector") {
+        const auto* v = s->if_contains("value");
+        if (!v) return bad(fmt::format("data.result[{}].value is missing", i));
+        auto x = point(*v, fmt::format("data.result[{}].value", i));
+        if (!x) return x.error();
+        values.push_back(*x);
+      } else {
+        const auto* vs = s->if_contains("values");
+        if (!vs || !vs->is_array()) return bad(fmt::format("data.result[{}].values is missing or not an array", i));
+        for (std::size_t k = 0; k < vs->as_array().size(); ++k) {
+          auto x = point(vs->as_array()[k], fmt::format("data.result[{}].values[{}]", i, k));
+          if (!x) return x.error();
+          values.push_back(*x);
+        }
+      }
+    }
+    if (want == MetricQuery::Want::value && rtype == "matrix") {
+      return Error(errc::query_failed, "prometheus: a range vector cannot be one value; use an instant expression");
+    }
+  } else {
+    return bad(fmt::format("unsupported resultType {:?}", rtype));
+  }
+  if (non_finite_is_no_data) {
+    const auto before = values.size();
+    std::erase_if(values, [](double v) { return !std::isfinite(v); });
+    if (values.empty() && before > 0) return MetricValue{NoData{"the result is NaN or infinite"}};
+  }
+  if (values.empty()) return MetricValue{NoData{"empty result"}};
+  if (want == MetricQuery::Want::samples) return MetricValue{Samples(std::move(values))};
+  return MetricValue{values.front()};
+}
+
+}  // namespace detail
+
+/// Queries Prometheus' HTTP API: `/api/v1/query` for a value, `/api/v1/query_range`
+/// (over `MetricQuery::window`, `samples` points per series) for samples.
+///
+/// Query templates: `$revision` (the scope's revision, escaped for a PromQL
+/// string), `$role` (`stable`, `canary`, `baseline`), `$window` (the window as a
+/// PromQL duration) and `options.variables`. For example
+/// `sum(rate(http_errors_total{version="$revision"}[$window]))`.
+///
+/// Results: a vector of one series or a scalar is the value; an empty result is
+/// `NoData` ("empty result"), distinct from 0; NaN and +-Inf are `NoData` unless
+/// `non_finite_is_no_data` is off; several series for a value, or a matrix for a
+/// value, are `errc::query_failed` (aggregate the query). `status: error` is
+/// `errc::query_failed` with Prometheus' `errorType: error`. A response that is
+/// not the documented JSON is `errc::protocol_error` naming the JSON path. An
+/// unreachable server is `errc::query_failed` with the connect error.
+///
+/// Each query is bounded by `timeout` and honours terminal cancellation. The
+/// bearer token is sent, never logged: fmt prints it as `<redacted>`.
+class PrometheusSource {
+public:
+  explicit PrometheusSource(PrometheusOptions options) : opts_(std::move(options)) { opts_.validate(); }
+
+  boost::asio::awaitable<result<MetricValue>> query(const MetricQuery& q, const Scope& scope) {
+    const auto expr = detail::expand_query(q.expr, scope, q.window, opts_.variables);
+    boost::urls::url target(opts_.path_prefix + (q.want == MetricQuery::Want::samples ? "/api/v1/query_range" : "/api/v1/query"));
+    target.params().append(boost::urls::param_view("query", expr));  // Boost.URL percent-encodes the PromQL
+    if (q.want == MetricQuery::Want::samples) {
+      const double end = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+      const double span = std::chrono::duration<double>(q.window).count();
+      const double step = std::max(0.001, span / static_cast<double>(opts_.samples));
+      const auto start_s = fmt::format("{:.3f}", end - span), end_s = fmt::format("{:.3f}", end), step_s = fmt::format("{:.3f}", step);
+      target.params().append(boost::urls::param_view("start", start_s));
+      target.params().append(boost::urls::param_view("end", end_s));
+      target.params().append(boost::urls::param_view("step", step_s));
+    }
+    auto r = co_await detail::with_timeout(SteadyClock{}, opts_.timeout, fetch(std::string(target.buffer())));
+    if (!r) co_return Error(errc::timeout, fmt::format("prometheus query {} timed out after {}", q.name, format_duration(opts_.timeout)));
+    if (!*r) co_return Error(r->error().code, fmt::format("{} (query {})", r->error().message, q.name));
+    co_return detail::decode_prometheus(**r, q.want, opts_.non_finite_is_no_data);
+  }
+
+  const PrometheusOptions& options() const noexcept { return opts_; }
+
+private:
+  boost::asio::awaitable<result<std::string>> fetch(std::string target) {
+    namespace asio = boost::asio;
+    namespace beast = boost::beast;
+    namespace http = beast::http;
+    auto connected = co_await detail::http_connect(opts_.server, opts_.timeout);
+    if (auto* err = std::get_if<std::string>(&connected)) co_return Error(errc::query_failed, fmt::format("prometheus: {}", *err));
+    auto& stream = *std::get<std::unique_ptr<beast::tcp_stream>>(connected);
+    http::request<http::empty_body> req{http::verb::get, target, 11};
+    req.set(http::field::host, fmt::format("{}:{}", opts_.server.host, opts_.server.port));
+    req.set(http::field::user_agent, "rollout");
+    req.set(http::field::accept, "application/json");
+    if (opts_.bearer_token) req.set(http::field::authorization, "Bearer " + *opts_.bearer_token);
+    auto [wec, wn] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
+    if (wec) co_return Error(errc::query_failed, fmt::format("prometheus: {}", detail::describe_http_error(wec, opts_.timeout)));
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(opts_.max_response);
+    auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    if (rec) co_return Error(errc::protocol_error, fmt::format("prometheus: {}", detail::describe_http_error(rec, opts_.timeout)));
+    auto res = parser.release();
+    const auto status = res.result_int();
+    // Prometheus answers errors (400 bad_data, 422 execution, 503 timeout) with its JSON envelope.
+    if (status != 200 && res[http::field::content_type].find("json") == std::string_view::npos) {
+      co_return Error(status == 401 || status == 403 ? errc::permission_denied : errc::query_failed,
+                      fmt::format("prometheus: HTTP {}", status));
+    }
+    co_return std::move(res.body());
+  }
+
+  PrometheusOptions opts_;
+};
+
+static_assert(MetricsSource<PrometheusSource>);
+
+}  // namespace rollout
+
+/// Formats the options on one line; the bearer token prints as `<redacted>`.
+template <>
+struct fmt::formatter<rollout::PrometheusOptions> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const rollout::PrometheusOptions& o, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(
+        fmt::format("prometheus at {}{}, timeout {}{}", o.server, o.path_prefix, rollout::format_duration(o.timeout),
+                    o.bearer_token ? ", bearer token <redacted>" : ""),
+        ctx);
+  }
+};
