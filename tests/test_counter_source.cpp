@@ -127,7 +127,7 @@ TEST_CASE("a canary judged by CounterSource rolls back within seconds of going b
   // Simulated traffic: 200 requests/s to the canary, which starts failing 30% at t = 20 s.
   bool stop = false;
   auto traffic = [&]() -> asio::awaitable<void> {
-    for (int tick = 0; !stop; ++tick) {
+    while (!stop) {  // `stop` is set by the canary's completion handler
       for (int i = 0; i < 20; ++i) src.record(Revision{"v2"}, !(clock.elapsed() >= 20s && i % 10 < 3), 2ms);
       co_await detail::sleep_for(clock, 100ms);
     }

@@ -89,6 +89,7 @@ TEST_CASE("queries against a real Prometheus: values, no data, errors, NaN, samp
            {3s, EventKind::metric_result, "canary", "error-rate", "0.001: successful (failed 0, inconclusive 1, consecutive errors 0)", std::nullopt, {}}}) {
     status.on_event(e);
   }
+  MESSAGE("exposition:\n" << status.render());
   target.server.set_metrics(std::string(app_metrics) + status.render());
   asio::io_context io;
   PrometheusProcess prom(io, target.server.port());

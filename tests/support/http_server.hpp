@@ -16,6 +16,7 @@
 //   /flood             headers that never end
 //   /slowloris         a status line dribbled one byte every 50 ms, forever
 //   /metrics           whatever set_metrics() last gave (Prometheus text)
+//   /hook              200; every request's target, body and Authorization are recorded (received())
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -35,6 +36,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace rollout::test_support {
 
@@ -54,6 +56,15 @@ public:
   int requests() const { return requests_; }
   /// Number of /slow requests currently in flight.
   int in_flight() const { return in_flight_; }
+
+  /// A request as received (for webhook tests).
+  struct Received {
+    std::string target, body, authorization;
+  };
+  std::vector<Received> received() const {
+    std::lock_guard lock(metrics_mutex_);
+    return received_;
+  }
 
   /// What `/metrics` serves (Prometheus text); may be changed from any thread.
   void set_metrics(std::string text) {
@@ -101,10 +112,14 @@ private:
     namespace asio = boost::asio;
     boost::beast::flat_buffer buffer;
     for (;;) {
-      http::request<http::empty_body> req;
+      http::request<http::string_body> req;
       auto [ec, n] = co_await http::async_read(*s, buffer, req, asio::as_tuple(asio::use_awaitable));
       if (ec) co_return;
       ++requests_;
+      {
+        std::lock_guard lock(metrics_mutex_);
+        received_.push_back(Received{std::string(req.target()), req.body(), std::string(req[http::field::authorization])});
+      }
       const std::string target(req.target());
       auto respond = [&](unsigned status, std::string body, bool keep) {
         http::response<http::string_body> res{static_cast<http::status>(status), 11};
@@ -114,7 +129,7 @@ private:
         res.prepare_payload();
         return res;
       };
-      if (target == "/ok" || target == "/body" || target == "/name" || target.rfind("/status/", 0) == 0) {
+      if (target == "/ok" || target == "/hook" || target == "/body" || target == "/name" || target.rfind("/status/", 0) == 0) {
         const unsigned status = target.rfind("/status/", 0) == 0 ? static_cast<unsigned>(std::stoi(target.substr(8))) : 200;
         const bool no_body = status == 204 || status == 304 || status < 200;
         auto res = respond(status, no_body ? "" : target == "/body" ? "status: green" : target == "/name" ? name_ : "ok",
@@ -181,8 +196,9 @@ private:
   tcp::acceptor acceptor_;
   std::set<std::shared_ptr<tcp::socket>> sockets_;
   std::set<boost::asio::steady_timer*> timers_;
-  std::mutex metrics_mutex_;
+  mutable std::mutex metrics_mutex_;
   std::string metrics_;
+  std::vector<Received> received_;
   int connections_ = 0;
   int requests_ = 0;
   int in_flight_ = 0;
