@@ -7,7 +7,10 @@
 #include "support/temp_dir.hpp"
 #include "support/tls_server.hpp"
 
+#include <rollout/exposition.hpp>
 #include <rollout/log_observer.hpp>
+#include <rollout/strategy/canary.hpp>
+#include <rollout/testing/testing.hpp>
 #include <rollout/webhook.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -167,4 +170,60 @@ TEST_CASE("invalid options, and the log observer's lines") {
   for (const auto& e : story()) log.on_event(e);
   REQUIRE(lines.size() == 5);
   CHECK(lines[3] == "[checkout] +5m canary rollback_started stable: background analysis failed: error-rate 0.12 > 0.05 [analysis failed]");
+}
+
+TEST_CASE("a real canary run, observed by a webhook, the exposition and the log") {
+  Receiver r;
+  asio::io_context io;
+  testing::SimClock clock;
+  testing::ScriptedLoadBalancer<> lb(clock, TrafficSplit::of({{"stable", Percent::full()}, {"canary", Percent{}}}));
+  testing::ScriptedMetrics<> metrics(clock);
+  metrics.script("error-rate", ScopeRole::canary, [](std::size_t, const Scope&, TimePoint now) {
+    return result<MetricValue>(MetricValue{now - TimePoint{} >= 3min ? 0.12 : 0.001});
+  });
+  MetricCheck m;
+  m.name = "error-rate";
+  m.query = MetricQuery{"error-rate", "error_rate", 1min, MetricQuery::Want::value};
+  m.interval = 1min;
+  m.failure_limit = 1;
+  m.failure_condition = Condition::above(0.05);
+  CanaryOptions opts;
+  opts.background = BackgroundAnalysis{{"slo", {m}}, 1};
+  Canary<testing::ScriptedLoadBalancer<>, testing::ScriptedMetrics<>, testing::SimClock> canary(
+      lb, metrics, Revision{"v41"}, Revision{"v42"}, CanaryPlan::of({steps::set_weight(10_pct), steps::pause(1h)}), opts, clock);
+  WebhookOptions wo;
+  wo.urls = {r.url("/hook")};
+  wo.rollout = "checkout";
+  WebhookNotifier hook(wo);
+  hook.map_group("canary", "v42");
+  hook.map_group("stable", "v41");
+  StatusExposition status("checkout");
+  status.map_group("canary", "v42");
+  status.map_group("stable", "v41");
+  std::vector<std::string> log_lines;
+  LogObserver log("checkout", [&](std::string_view l) { log_lines.emplace_back(l); });
+  canary.observers().add(hook);
+  canary.observers().add(status);
+  canary.observers().add(log);
+  hook.start(io.get_executor());
+  auto out = testing::run_sim(io, clock, canary.run());
+  CHECK(out.status == Status::rolled_back);
+  bool done = false;
+  asio::co_spawn(io, hook.stop(), [&](std::exception_ptr e) {
+    done = true;
+    if (e) std::rethrow_exception(e);
+  });
+  while (!done) io.run_one();
+  const auto got = r.server.received();
+  CHECK(hook.failed() == 0);
+  REQUIRE(got.size() == hook.delivered());
+  std::string docs;
+  for (const auto& g : got) docs += g.body + "\n";
+  const auto text = status.render();
+  CHECK(contains(text, "rollout_outcome{rollout=\"checkout\",status=\"RolledBack\"} 1"));
+  CHECK(contains(text, "rollout_traffic_weight{rollout=\"checkout\",group=\"canary\",revision=\"v42\"} 0"));
+  CHECK(contains(text, "rollout_analysis_result{rollout=\"checkout\",metric=\"error-rate\",result=\"failed\"} 1"));
+  CHECK(contains(docs, "\"event\":\"rollback_started\""));
+  MESSAGE("webhook documents of the run:\n" << docs);
+  MESSAGE("exposition after the run:\n" << text);
 }
