@@ -6,7 +6,8 @@
 //   GET /*        -> 200 "hello from <version>", or 500 with probability --error-rate
 //
 // Options: --port N (0: any free port), --version V, --error-rate F (0..1),
-// --latency-ms N (added to every response but /health), --seed N, --unhealthy.
+// --latency-ms N (added to every response but /health), --seed N, --unhealthy,
+// --quiet (do not print the port).
 // It prints "listening on <port>" once it accepts connections.
 //
 // SIGTERM or SIGINT: stop accepting, close idle keep-alive connections, finish
@@ -48,6 +49,7 @@ struct Config {
   int latency_ms = 0;
   unsigned long long seed = 1;
   bool unhealthy = false;
+  bool quiet = false;
 };
 
 struct Server;
@@ -160,6 +162,7 @@ int main(int argc, char** argv) {
       else if (a == "--latency-ms") cfg.latency_ms = std::stoi(next());
       else if (a == "--seed") cfg.seed = std::stoull(next());
       else if (a == "--unhealthy") cfg.unhealthy = true;
+      else if (a == "--quiet") cfg.quiet = true;
       else {
         std::fprintf(stderr, "sample_service: unknown option %s\n", a.c_str());
         return 2;
@@ -180,7 +183,7 @@ int main(int argc, char** argv) {
     if (!ec) server.stop();
   });
   asio::co_spawn(io, server.accept(), asio::detached);
-  fmt::print("listening on {}\n", server.acceptor.local_endpoint().port());
+  if (!server.cfg.quiet) fmt::print("listening on {}\n", server.acceptor.local_endpoint().port());
   std::fflush(stdout);
   io.run();
   return 0;

@@ -536,3 +536,30 @@ TEST_CASE("state and options print with fmt") {
   st.applied = TrafficSplit::of({{"blue", Percent{}}, {"green", Percent::full()}});
   CHECK(fmt::format("{}", st) == "verifying, applied {blue: 0%, green: 100%}");
 }
+
+// The README's "Write your own policy" test, verbatim (with the README's aliases), so it stays true.
+namespace readme {
+using LB = testing::ScriptedLoadBalancer<>;
+using Probe = testing::ScriptedProbe<>;
+TEST_CASE("README: a stale read-back is retried; a refusal restores blue") {
+  boost::asio::io_context io;
+  testing::SimClock clock;
+  LB lb(clock, TrafficSplit::of({{"blue", Percent::full()}, {"green", Percent{}}}));
+  Probe probe(clock);
+  Environment blue{"blue", {"v1"}, {}};
+  Environment green{"green", {"v2"}, {{"g-0", {"v2"}, {"10.0.0.2", 8080}}}};
+  lb.fail_call(1, testing::Fault::read_back_disagrees());
+  lb.fail_call(2, testing::Fault::fail(Error(errc::lb_rejected, "PUT /weights/green = 10000: HTTP 403: read-only")));
+  BlueGreen<LB, Probe, testing::SimClock> bg(lb, probe, blue, green, {}, clock);
+  testing::InvariantChecker checker;
+  testing::BlueGreenInvariants rules("blue", "green", {"g-0"}, [&] { return lb.state(); });
+  rules.install(checker);
+  bg.observers().add(checker);
+  const Outcome out = testing::run_sim(io, clock, bg.run());  // 30 s of simulated time, instantly
+  CHECK(out.status == Status::failed);
+  CHECK(out.code == make_error_code(errc::lb_rejected));
+  CHECK(out.active == "blue");
+  CHECK(lb.calls() == 3);  // mismatch retried, refusal not, then blue re-applied and verified
+  CHECK_MESSAGE(checker.ok(), checker.report());
+}
+}  // namespace readme

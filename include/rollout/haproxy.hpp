@@ -223,8 +223,15 @@ public:
   }
 
   /// Adds `instance` to `backend` as a dynamic server named after its id, with
-  /// `weight`, and enables it (`add server` starts servers in maintenance).
-  boost::asio::awaitable<result<void>> register_instance(const Instance& instance, const std::string& backend, int weight = 1) {
+  /// `weight`, and enables it (`add server` starts servers in maintenance);
+  /// with weight 0 it is put in drain instead, which is how `apply` leaves a
+  /// server at 0%.
+  /// With a `group`, the server also joins that group of the split, so later
+  /// `apply` calls set its weight with the group's (a group that does not exist
+  /// yet is created). Register with weight 0 and then `apply` to bring an
+  /// instance in without a moment of unplanned traffic.
+  boost::asio::awaitable<result<void>> register_instance(const Instance& instance, const std::string& backend, int weight = 1,
+                                                         std::string group = {}) {
     detail::require_haproxy_name("backend", backend);
     detail::require_haproxy_name("instance.id", instance.id);
     if (weight < 0 || weight > 256) throw invalid_option("weight", fmt::format("{}", weight), "must be within 0..256");
@@ -232,22 +239,27 @@ public:
     if (!detail::valid_haproxy_name(instance.endpoint.host)) {
       throw invalid_option("instance.endpoint.host", fmt::format("{:?}", instance.endpoint.host), "must be an address or host name");
     }
-    auto r = co_await command(fmt::format("add server {}/{} {} weight {}; enable server {}/{}", backend, instance.id, addr, weight,
-                                          backend, instance.id));
+    // Weight 0 goes to drain rather than ready, as `apply` does for a group at 0%.
+    auto r = co_await command(fmt::format("add server {0}/{1} {2} weight {3}; {4} server {0}/{1}{5}", backend, instance.id, addr, weight,
+                                          weight > 0 ? "enable" : "set", weight > 0 ? "" : " state drain"));
     if (!r) co_return r.error();
     if (r->rfind("New server registered.", 0) != 0 || r->find("\n\n\n") == std::string::npos) {
       co_return detail::haproxy_error("add server", *r);
     }
     registered_[instance.id] = backend;
+    if (!group.empty()) opts_.groups[group].push_back(HaproxyServer{backend, instance.id});
     std::map<HaproxyServer, int> want;  // (no braced list: g++ 12 rejects them in coroutines)
     want[HaproxyServer{backend, instance.id}] = weight;
     co_return co_await verify(want);
   }
 
-  /// Stops new traffic to a registered instance (`state drain`); requests in flight continue.
+  /// Stops new traffic to a registered instance (`state drain`); requests in
+  /// flight continue. The server leaves its group first, so no later `apply`
+  /// makes it ready again.
   boost::asio::awaitable<result<void>> drain_instance(const Instance& instance) {
     const auto backend = registered_backend(instance);
     if (!backend) co_return Error(errc::unknown_server, fmt::format("{} was not registered", instance.id));
+    leave_groups(HaproxyServer{*backend, instance.id});
     auto r = co_await command(fmt::format("set server {}/{} state drain", *backend, instance.id));
     if (!r) co_return r.error();
     if (*r != "\n") co_return detail::haproxy_error("set server state drain", *r);
@@ -268,6 +280,7 @@ public:
       if (!r) co_return r.error();
     }
     if (r->find("Server deleted.") == std::string::npos) co_return detail::haproxy_error("del server", *r);
+    leave_groups(HaproxyServer{*backend, instance.id});
     registered_.erase(instance.id);
     co_return result<void>{};
   }
@@ -288,6 +301,10 @@ public:
   const HaproxyOptions& options() const noexcept { return opts_; }
 
 private:
+  void leave_groups(const HaproxyServer& server) {
+    for (auto& [group, servers] : opts_.groups) std::erase(servers, server);
+  }
+
   std::optional<std::string> registered_backend(const Instance& instance) const {
     auto it = registered_.find(instance.id);
     if (it == registered_.end()) return std::nullopt;

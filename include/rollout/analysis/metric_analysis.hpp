@@ -305,7 +305,7 @@ private:
     } else {
       out = Measurement::successful;  // only a failure condition, and it did not hold
     }
-    co_return std::pair{out, fmt::format("{}", v)};
+    co_return std::pair{out, fmt::format("{:.6g}", v)};
   }
 
   /// One judgement: samples of the canary and the baseline for every judge metric.
