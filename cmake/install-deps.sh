@@ -4,7 +4,7 @@
 # install the unversioned libboost-dev (1.74), which conflicts with it.
 set -eu
 
-packages="cmake ninja-build g++ clang libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libfmt-dev doctest-dev libssl-dev openssl haproxy prometheus"
+packages="cmake ninja-build g++ clang libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libfmt-dev doctest-dev libssl-dev openssl haproxy prometheus wrk valgrind"
 
 missing=""
 for p in $packages; do

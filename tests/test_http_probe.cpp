@@ -19,6 +19,8 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <fmt/format.h>
 
@@ -161,6 +163,43 @@ TEST_CASE("keep-alive reuses one connection, and replaces one the server closed"
   CHECK(conns_after_reuse == 1);  // five probes, one connection
   CHECK(last_stale.healthy);      // each stale connection was replaced transparently
   CHECK(server.connections() == 1 + 3);
+}
+
+TEST_CASE("keep-alive with overlapping probes keeps up to max_idle_per_endpoint connections") {
+  HttpProbeOptions o;
+  o.path = "/ok";
+  o.keep_alive = true;
+  o.max_idle_per_endpoint = 3;
+  asio::io_context io;
+  TestHttpServer server(io);
+  HttpProbe probe(o);
+  int healthy = 0, conns_after_first_round = 0;
+  // Rounds of 4 overlapping probes of one endpoint: the first round opens 4
+  // connections and keeps 3; each later round reuses those 3 and opens 1 more.
+  auto one = [&]() -> asio::awaitable<void> {
+    if ((co_await probe.check(at(server.port()))).healthy) ++healthy;
+  };
+  auto body = [&]() -> asio::awaitable<void> {
+    for (int round = 0; round < 3; ++round) {
+      int done = 0;
+      for (int k = 0; k < 4; ++k) asio::co_spawn(io, one(), [&](std::exception_ptr e) { if (e) std::rethrow_exception(e); ++done; });
+      asio::steady_timer t(io);
+      while (done < 4) {
+        t.expires_after(1ms);
+        co_await t.async_wait(asio::use_awaitable);
+      }
+      if (round == 0) conns_after_first_round = server.connections();
+    }
+    server.stop();
+  };
+  asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  CHECK(healthy == 12);
+  CHECK(conns_after_first_round == 4);
+  CHECK(server.connections() == 4 + 1 + 1);
+  HttpProbeOptions bad;
+  bad.max_idle_per_endpoint = 0;
+  CHECK_THROWS_WITH_AS(HttpProbe{bad}, doctest::Contains("max_idle_per_endpoint"), invalid_option);
 }
 
 TEST_CASE("the strategy's timeout cancels a probe in flight") {

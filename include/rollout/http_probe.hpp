@@ -51,7 +51,8 @@ struct HttpProbeOptions {
   /// Values are sent, never logged: `fmt` prints credentials as `<redacted>`.
   std::vector<std::pair<std::string, std::string>> headers;
   Duration timeout{std::chrono::seconds(1)};  ///< Covers connect, write and read together.
-  bool keep_alive = false;                    ///< Reuse one connection per endpoint between probes.
+  bool keep_alive = false;                    ///< Reuse connections between probes.
+  std::size_t max_idle_per_endpoint = 4;      ///< With keep_alive: idle connections kept per endpoint (>= 1).
   std::size_t body_limit = 64 * 1024;         ///< A larger body is a failed probe.
   std::uint32_t header_limit = 8 * 1024;      ///< Larger headers are a failed probe.
 
@@ -65,6 +66,7 @@ struct HttpProbeOptions {
     if (path.empty() || path.front() != '/' || !clean(path) || path.find(' ') != std::string::npos) {
       throw invalid_option("path", fmt::format("{:?}", path), "must start with '/' and contain no spaces or control characters");
     }
+    if (max_idle_per_endpoint < 1) throw invalid_option("max_idle_per_endpoint", "0", "must be at least 1");
     if (min_status < 100 || max_status > 599 || min_status > max_status) {
       throw invalid_option("min_status", fmt::format("{}..{}", min_status, max_status), "must be a range within 100..599");
     }
@@ -193,8 +195,9 @@ boost::asio::awaitable<HttpExchange> http_exchange(Stream& stream, const HttpPro
 /// `check` never throws for them and never hangs: `timeout` bounds connect, write
 /// and read together, and the body and headers are bounded too.
 ///
-/// With `keep_alive`, one idle connection per endpoint is kept between probes; a
-/// stale one (closed by the server) is replaced once, transparently.
+/// With `keep_alive`, up to `max_idle_per_endpoint` idle connections per endpoint
+/// are kept between probes (one is enough unless probes of one endpoint overlap);
+/// a stale one (closed by the server) is replaced once, transparently.
 ///
 /// Cancellation: `check` honours terminal cancellation (the strategy's timeout
 /// and abort); the connection in use is then dropped. Use one strand.
@@ -211,9 +214,9 @@ public:
     const std::string key = fmt::format("{}", instance.endpoint);
     std::unique_ptr<beast::tcp_stream> stream;
     bool reused = false;
-    if (auto it = idle_.find(key); opts_.keep_alive && it != idle_.end()) {
-      stream = std::move(it->second);
-      idle_.erase(it);
+    if (auto it = idle_.find(key); opts_.keep_alive && it != idle_.end() && !it->second.empty()) {
+      stream = std::move(it->second.back());
+      it->second.pop_back();
       reused = true;
     }
     for (;;) {
@@ -232,8 +235,11 @@ public:
         continue;
       }
       if (outcome.reusable && opts_.keep_alive) {
-        stream->expires_never();
-        idle_[key] = std::move(stream);
+        auto& pool = idle_[key];
+        if (pool.size() < opts_.max_idle_per_endpoint) {
+          stream->expires_never();
+          pool.push_back(std::move(stream));
+        }
       }
       outcome.result.latency = elapsed();
       co_return std::move(outcome.result);
@@ -244,7 +250,7 @@ public:
 
 private:
   HttpProbeOptions opts_;
-  std::map<std::string, std::unique_ptr<boost::beast::tcp_stream>> idle_;
+  std::map<std::string, std::vector<std::unique_ptr<boost::beast::tcp_stream>>> idle_;
 };
 
 static_assert(HealthProbe<HttpProbe>);

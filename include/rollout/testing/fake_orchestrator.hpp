@@ -135,6 +135,10 @@ private:
 
   boost::asio::awaitable<std::optional<Error>> fault(const char* call, const std::string& what, Duration latency) {
     Fault f = plan_ ? plan_->on_call(call, what) : Fault::ok();
+    if (f.kind == Fault::none) {  // the common case: no fault, no names formatted
+      co_await detail::sleep_for(clock_, latency);
+      co_return std::nullopt;
+    }
     co_return co_await enact(clock_, f, latency, fmt::format("{}({})", call, what));
   }
 

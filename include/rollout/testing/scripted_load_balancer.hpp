@@ -40,14 +40,17 @@ public:
 
   boost::asio::awaitable<result<void>> apply(const TrafficSplit& split) {
     const auto n = ++calls_;
-    const auto name = fmt::format("lb.apply#{}", n);
     Fault f = Fault::ok();
     if (auto it = faults_.find(n); it != faults_.end()) f = it->second;
     if (plan_) {
       auto pf = plan_->on_call("lb.apply", fmt::format("{}", split));
       if (pf.kind != Fault::none) f = pf;
     }
-    if (auto err = co_await enact(clock_, f, latency_, name)) co_return *err;
+    if (f.kind == Fault::none) {
+      co_await detail::sleep_for(clock_, latency_);  // the common case: no fault, no names formatted
+    } else if (auto err = co_await enact(clock_, f, latency_, fmt::format("lb.apply#{}", n))) {
+      co_return *err;
+    }
     if (!(split == state_)) {
       state_ = split;
       history_.push_back(state_);

@@ -1,0 +1,169 @@
+// Health probe throughput: rollout::HttpProbe on one thread against wrk -t1, the
+// same server, the same concurrency and connection mode, in the same run.
+//
+// The server is examples/sample_service (one process, one thread), started
+// through ProcessOrchestrator on a free 127.0.0.1 port. The probe runs on this
+// program's one thread; wrk runs with one thread. Client and server share this
+// machine's cores, for both.
+//
+// Usage: probe_bench [--smoke] [--seconds S]
+#include <rollout/http_probe.hpp>
+#include <rollout/process_orchestrator.hpp>
+#include <rollout/tcp_probe.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <fmt/format.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef ROLLOUT_SAMPLE_SERVICE
+#error "ROLLOUT_SAMPLE_SERVICE must name the sample_service executable"
+#endif
+
+namespace asio = boost::asio;
+using namespace rollout;
+using namespace std::chrono_literals;
+
+namespace {
+
+template <class T>
+T run(asio::io_context& io, asio::awaitable<T> aw) {
+  std::optional<T> out;
+  std::exception_ptr err;
+  bool done = false;
+  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e, T v) {
+    done = true;
+    err = e;
+    if (!e) out.emplace(std::move(v));
+  });
+  io.restart();
+  while (!done) io.run_one();  // not io.run(): the child's exit monitor stays pending
+  if (err) std::rethrow_exception(err);
+  return std::move(*out);
+}
+
+struct ProbeRun {
+  double per_second = 0;
+  std::uint64_t failed = 0;
+};
+
+/// `concurrency` coroutines probing `target` back to back for `seconds`.
+ProbeRun probe_run(asio::io_context& io, const Instance& target, bool keep_alive, int concurrency, double seconds) {
+  HttpProbeOptions o;
+  o.path = "/health";
+  o.keep_alive = keep_alive;
+  o.max_idle_per_endpoint = static_cast<std::size_t>(concurrency);
+  o.timeout = 2s;
+  HttpProbe probe(o);
+  std::uint64_t ok = 0, failed = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
+  int running = concurrency;
+  auto worker = [&]() -> asio::awaitable<void> {
+    while (std::chrono::steady_clock::now() < until) {
+      const auto r = co_await probe.check(target);
+      if (r.healthy) {
+        ++ok;
+      } else {
+        ++failed;
+      }
+    }
+    --running;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int k = 0; k < concurrency; ++k) asio::co_spawn(io, worker(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.restart();
+  while (running > 0) io.run_one();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return ProbeRun{static_cast<double>(ok) / wall, failed};
+}
+
+struct WrkRun {
+  double per_second = 0;
+  std::string note;
+};
+
+WrkRun wrk_run(const Endpoint& ep, bool keep_alive, int concurrency, double seconds) {
+  const std::string cmd = fmt::format("wrk -t1 -c{} -d{}s {}http://{}:{}/health 2>&1", concurrency, std::max(1, static_cast<int>(seconds)),
+                                      keep_alive ? "" : "-H 'Connection: close' ", ep.host, ep.port);
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return WrkRun{0, "popen failed"};
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (std::fgets(buf.data(), static_cast<int>(buf.size()), p)) out += buf.data();
+  const int rc = ::pclose(p);
+  WrkRun r;
+  std::smatch m;
+  if (rc == 0 && std::regex_search(out, m, std::regex(R"(Requests/sec:\s+([0-9.]+))"))) r.per_second = std::stod(m[1]);
+  else r.note = fmt::format("wrk failed (exit {}): {}", rc, out.substr(0, 200));
+  if (std::regex_search(out, m, std::regex(R"(Socket errors:[^\n]*)"))) r.note = m[0];
+  if (std::regex_search(out, m, std::regex(R"(Non-2xx or 3xx responses:[^\n]*)"))) r.note += (r.note.empty() ? "" : "; ") + std::string(m[0]);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool smoke = false;
+  double seconds = 3;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--smoke") == 0) smoke = true;
+    else if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) seconds = std::stod(argv[++i]);
+  }
+  if (smoke) seconds = 1;
+  asio::io_context io;
+  TcpProbe ready(1s);
+  ProcessOrchestratorOptions po;
+  po.executable = ROLLOUT_SAMPLE_SERVICE;
+  po.args = {"--port", "{port}", "--version", "v1", "--quiet"};
+  po.ready_poll = 20ms;
+  ProcessOrchestrator<TcpProbe> orch(ready, po);
+  auto server = run(io, orch.create(Revision{"v1"}));
+  if (!server || !run(io, orch.wait_ready(*server))) {
+    fmt::print(stderr, "could not start the sample service\n");
+    return 1;
+  }
+  const bool have_wrk = std::system("command -v wrk >/dev/null 2>&1") == 0;
+
+  fmt::print("HttpProbe (1 thread) against wrk -t1, GET /health on examples/sample_service (1 process, 1 thread), {:.0f} s per cell\n",
+             seconds);
+  fmt::print("(client and server share this machine's {} cores; the same server serves both, one after the other)\n",
+             std::thread::hardware_concurrency());
+  fmt::print("| connections | concurrency | HttpProbe probes/s | wrk req/s | probe / wrk | probe failures | wrk notes |\n");
+  fmt::print("|---|---|---|---|---|---|---|\n");
+  std::vector<int> levels = smoke ? std::vector<int>{1, 16} : std::vector<int>{1, 16, 128};
+  bool all_ok = true;
+  for (bool keep_alive : {true, false}) {
+    for (int c : levels) {
+      const auto p = probe_run(io, *server, keep_alive, c, seconds);
+      WrkRun w;
+      if (have_wrk) {
+        w = wrk_run(server->endpoint, keep_alive, c, seconds);
+      } else {
+        w.note = "wrk not installed";
+      }
+      fmt::print("| {} | {} | {:.0f} | {} | {} | {} | {} |\n", keep_alive ? "keep-alive" : "new per probe", c, p.per_second,
+                 w.per_second > 0 ? fmt::format("{:.0f}", w.per_second) : "-",
+                 w.per_second > 0 ? fmt::format("{:.2f}", p.per_second / w.per_second) : "-", p.failed, w.note);
+      if (p.per_second <= 0) all_ok = false;
+    }
+  }
+  fmt::print("Target: probe / wrk >= 0.8\n");
+  run(io, [&]() -> asio::awaitable<bool> {
+    co_await orch.shutdown();
+    co_return true;
+  }());
+  return all_ok ? 0 : 1;
+}
