@@ -1,13 +1,22 @@
 // WeightedRouter: exact smooth weighted round robin, statistical weighted random,
-// membership changes, errors, concurrent readers, and use as a strategy's LoadBalancer.
+// membership changes, errors, concurrent readers, and use as a strategy's LoadBalancer,
+// including a canary run on a thread pool through a strand while other threads
+// route and record (the test TSan runs; see the tsan preset).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <rollout/counter_source.hpp>
 #include <rollout/strategy/blue_green.hpp>
+#include <rollout/strategy/canary.hpp>
 #include <rollout/testing/testing.hpp>
 #include <rollout/weighted_router.hpp>
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include <future>
 
 #include <atomic>
 #include <cmath>
@@ -144,4 +153,60 @@ TEST_CASE("a blue-green run switches the router") {
   CHECK(out.status == Status::promoted);
   CHECK(router.weight_of("green") == 10'000);
   CHECK(router.pick()->id == "green-0");
+}
+
+TEST_CASE("a canary on a thread pool, through a strand, while other threads route and record (real time)") {
+  using namespace std::chrono_literals;
+  boost::asio::thread_pool pool(2);
+  auto strand = boost::asio::make_strand(pool);
+  WeightedRouter router;
+  router.add("stable", Instance{"s-0", Revision{"v1"}, Endpoint{"127.0.0.1", 9000}});
+  router.add("canary", Instance{"c-0", Revision{"v2"}, Endpoint{"127.0.0.1", 9001}});
+  REQUIRE(router.apply_now(TrafficSplit::all_to("stable")));
+  CounterSource<> metrics;
+  // Two "request" threads: pick a backend, record a success for its revision.
+  std::atomic<bool> stop{false};
+  std::atomic<long> to_canary{0};
+  std::vector<std::thread> traffic;
+  for (int t = 0; t < 2; ++t) {
+    traffic.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        const Instance* p = router.pick();
+        if (!p) continue;
+        if (p->revision.id == "v2") ++to_canary;
+        metrics.record(p->revision, true, 1ms);
+        std::this_thread::sleep_for(100us);
+      }
+    });
+  }
+  MetricCheck errors;
+  errors.name = "error-rate";
+  errors.query = MetricQuery{"error-rate", "error_rate", 1s, MetricQuery::Want::value};
+  errors.interval = 40ms;
+  errors.initial_delay = 40ms;
+  errors.inconclusive_limit = 5;
+  errors.failure_condition = Condition::above(0.05);
+  CanaryOptions o;
+  o.background = BackgroundAnalysis{AnalysisSpec{"slo", {errors}}, 0};
+  Canary<WeightedRouter, CounterSource<>> canary(router, metrics, Revision{"v1"}, Revision{"v2"},
+                                                 CanaryPlan::of({steps::set_weight(20_pct), steps::pause(150ms),
+                                                                 steps::set_weight(50_pct), steps::pause(150ms)}),
+                                                 o);
+  std::promise<Outcome> done;
+  boost::asio::co_spawn(strand, canary.run(), [&](std::exception_ptr e, Outcome out) {
+    if (e) {
+      done.set_exception(e);
+    } else {
+      done.set_value(std::move(out));
+    }
+  });
+  auto fut = done.get_future();
+  REQUIRE(fut.wait_for(30s) == std::future_status::ready);
+  const Outcome out = fut.get();
+  stop = true;
+  for (auto& th : traffic) th.join();
+  pool.join();
+  CHECK(out.status == Status::promoted);
+  CHECK(router.weight_of("canary") == 10'000);
+  CHECK(to_canary > 0);
 }
