@@ -15,12 +15,17 @@
 
 #include <fmt/format.h>
 
+#include <fstream>
+
 #include <cmath>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 
+#ifndef ROLLOUT_E2E_REPORT
+#error "ROLLOUT_E2E_REPORT must name the file the figures are appended to"
+#endif
 #ifndef ROLLOUT_SAMPLE_SERVICE
 #error "ROLLOUT_SAMPLE_SERVICE must name the sample_service executable"
 #endif
@@ -112,6 +117,13 @@ Run run_phase(LbKind kind, demo::ScenarioOptions so, PhaseFn phase, std::vector<
   return std::move(*out);
 }
 
+/// Prints a test's figures, and appends them to ROLLOUT_E2E_REPORT, which .ci/run
+/// prints (CTest shows a passing test's output only when verbose).
+void report(const std::string& line) {
+  MESSAGE(line);
+  std::ofstream(ROLLOUT_E2E_REPORT, std::ios::app) << line << "\n";
+}
+
 std::string figures(LbKind kind, const Run& r) {
   return fmt::format("{} through {}: {} | {:.1f} s, {} requests, {} failed ({} HTTP errors, {} connection errors), {} unsent",
                      r.phase.name, name(kind), r.phase.outcome.status, r.phase.seconds(), r.phase.counts.requests,
@@ -128,7 +140,7 @@ void blue_green_zero_loss(LbKind kind) {
   demo::ScenarioOptions so;
   so.instances = 3;
   auto r = run_phase(kind, so, [](demo::Scenario& s, demo::Fleet&) { return s.blue_green(Revision{"v1"}, Revision{"v2"}); });
-  MESSAGE(figures(kind, r));
+  report(figures(kind, r));
   CHECK(r.phase.outcome.status == Status::promoted);
   CHECK(r.phase.outcome.active == "v2");
   // Zero failed requests across the switch and across the release of blue...
@@ -145,7 +157,7 @@ void rolling_zero_loss(LbKind kind) {
   demo::ScenarioOptions so;
   so.instances = 4;
   auto r = run_phase(kind, so, [](demo::Scenario& s, demo::Fleet&) { return s.rolling(Revision{"v1"}, Revision{"v2"}); });
-  MESSAGE(figures(kind, r));
+  report(figures(kind, r));
   CHECK(r.phase.outcome.status == Status::promoted);
   CHECK(r.phase.counts.failed() == 0);
   CHECK(r.load.total.failed() == 0);
@@ -160,7 +172,7 @@ void good_canary(LbKind kind) {
   demo::ScenarioOptions so;
   so.instances = 3;
   auto r = run_phase(kind, so, [](demo::Scenario& s, demo::Fleet&) { return s.canary(Revision{"v1"}, Revision{"v2"}, false); });
-  MESSAGE(figures(kind, r));
+  report(figures(kind, r));
   CHECK(r.phase.outcome.status == Status::promoted);
   CHECK(r.phase.counts.failed() == 0);
   CHECK(r.load.total.failed() == 0);
@@ -176,7 +188,7 @@ void bad_canary(LbKind kind) {
       std::vector<std::string>{"v2"});
   const auto& p = r.phase;
   const double w = 0.10, error_rate = 0.30;  // the first canary weight, the bad build's error rate
-  MESSAGE(fmt::format("{} | first bad response -> 100% stable verified: {:.0f} ms, exposure {:.0f} ms, bad build answered {}, "
+  report(fmt::format("{} | first bad response -> 100% stable verified: {:.0f} ms, exposure {:.0f} ms, bad build answered {}, "
                       "failed {} = {:.3f}% of {} requests",
                       figures(kind, r), p.detection_ms.value_or(-1), p.exposure_ms.value_or(-1), p.bad_build.requests,
                       p.counts.failed(), 100.0 * static_cast<double>(p.counts.failed()) / static_cast<double>(p.counts.requests),
@@ -225,7 +237,7 @@ void target_dies(LbKind kind) {
     });
   });
   const double back_ms = kill_at && restored_at ? std::chrono::duration<double, std::milli>(*restored_at - *kill_at).count() : -1;
-  MESSAGE(fmt::format("{} | {} killed (SIGKILL) at the start of verification; kill -> 100% v1 verified: {:.0f} ms", figures(kind, r),
+  report(fmt::format("{} | {} killed (SIGKILL) at the start of verification; kill -> 100% v1 verified: {:.0f} ms", figures(kind, r),
                       killed, back_ms));
   REQUIRE(restored_at);
   CHECK(killed == "v2-3");

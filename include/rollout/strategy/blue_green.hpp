@@ -496,10 +496,11 @@ private:
     if (had_traffic && options_.scale_down_delay > Duration::zero()) {
       set_phase(BlueGreenPhase::scaling_down);
       const auto until = detail::add_saturating(clock_.now(), options_.scale_down_delay);
-      // An abort that arrives during the delay cuts it short; the abort that ended
-      // the run (if any) does not, because the side it left still needs draining.
-      const bool aborted_before = control_.abort_requested();
-      while (clock_.now() < until && (aborted_before || !control_.abort_requested())) co_await wait(until);
+      // An abort cuts the delay short, also one that arrived after the verification
+      // passed but before this wait began; the abort that ended the run (an Aborted
+      // outcome) does not, because the side it left still needs draining.
+      const bool abort_ended_run = out.status == Status::aborted;
+      while (clock_.now() < until && (abort_ended_run || !control_.abort_requested())) co_await wait(until);
       cut_short = clock_.now() < until;
     }
     ctx_.emit(EventKind::releasable, out.releasable,

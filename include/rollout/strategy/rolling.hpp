@@ -192,7 +192,9 @@ struct RollingState {
 ///
 /// **Cancellation and abort.** `control().abort()` or cancelling the caller stops
 /// new work, cancels instance start-ups in flight, lets retirements in flight
-/// finish, then rolls back to `from`; the rollback is not cancellable. `pause()`
+/// finish, then rolls back to `from`; the rollback is not cancellable. An abort
+/// that arrives after the update has converged (every old instance retired, every
+/// new one available) has nothing left to stop: the run is `Promoted`. `pause()`
 /// holds new work (and the progress clock) until `resume()`. **Errors** become the
 /// `Outcome`, which carries a `FleetReport`.
 ///
@@ -538,9 +540,13 @@ private:
     const std::int64_t floor = options_.desired - budgets_.unavailable;
     const std::int64_t ceiling = options_.desired + budgets_.surge;
     bool was_held = false;
+    auto converged = [&] { return others_alive() <= keep_others && target_alive() == want_target && !busy(); };
     for (;;) {
       reap();
       refresh_state();
+      // Converged first: an abort that arrives once the pass has nothing left to do
+      // (found by the abort sweep test) must not undo a finished update.
+      if (converged()) co_return PassResult{PassResult::done, {}};
       if (abortable && control_.abort_requested()) co_return PassResult{PassResult::aborted, {}};
       // A rollback pass goes back to a revision that was serving, and stopping it
       // half-way is the worst place to stop: it keeps replacing failed start-ups
@@ -591,8 +597,7 @@ private:
         }
       }
       refresh_state();
-      const bool converged = others_alive() <= keep_others && target_alive() == want_target && !busy();
-      if (converged) co_return PassResult{PassResult::done, {}};
+      if (converged()) co_return PassResult{PassResult::done, {}};
       // Wait for the next change. The progress deadline is watched by a separate
       // task (see watch_progress), so this wait is a plain notifier wait.
       auto [ec] = co_await wake_->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));

@@ -2,9 +2,10 @@
 
 /// @file
 /// Everything in `rollout::testing`: the simulated clock, the scripted policies,
-/// the fake orchestrator, fault plans and invariant checkers. Users include it to
+/// the fake orchestrator, fault plans, invariant checkers and the abort sweep. Users include it to
 /// test their own policies and rollout configurations.
 
+#include <rollout/testing/abort_sweep.hpp>
 #include <rollout/testing/fake_orchestrator.hpp>
 #include <rollout/testing/fault.hpp>
 #include <rollout/testing/invariants.hpp>
