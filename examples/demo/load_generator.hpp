@@ -23,7 +23,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -37,6 +36,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <future>
 #include <map>
@@ -127,7 +127,7 @@ public:
 
   void start() {
     started_ = std::chrono::steady_clock::now();
-    boost::asio::co_spawn(io_, pace(), boost::asio::detached);  // ends when stop() stops the io_context
+    boost::asio::co_spawn(io_, pace(), rethrow);  // ends when stop() stops the io_context
     thread_ = std::thread([this] { io_.run(); });
   }
 
@@ -155,6 +155,13 @@ public:
 private:
   using Stream = boost::beast::tcp_stream;
 
+  /// Completion of the generator's coroutines: an exception (a bug, or out of
+  /// memory) ends the program from the generator's thread rather than being
+  /// swallowed and leaving stop() waiting for a request that will never finish.
+  static void rethrow(std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  }
+
   Snapshot copy() const {
     Snapshot s = snap_;
     s.taken = std::chrono::steady_clock::now();
@@ -178,7 +185,7 @@ private:
           continue;
         }
         ++in_flight_;
-        boost::asio::co_spawn(io_, one(), boost::asio::detached);  // one() catches nothing: it returns its errors as values
+        boost::asio::co_spawn(io_, one(), rethrow);  // network errors are counted, not thrown
       }
     }
     // Let the requests in flight finish; they are bounded by the timeout.

@@ -223,7 +223,11 @@ asio::awaitable<int> run(Args args) {
   co_await scenario.bootstrap(rollout::Revision{"v1"});
   load.start();
   bool done = false, ticker_ended = false;
-  asio::co_spawn(co_await asio::this_coro::executor, status.ticker(done), [&](std::exception_ptr) { ticker_ended = true; });
+  std::exception_ptr ticker_error;
+  asio::co_spawn(co_await asio::this_coro::executor, status.ticker(done), [&](std::exception_ptr e) {
+    ticker_ended = true;
+    ticker_error = e;
+  });
 
   std::vector<demo::PhaseReport> phases;
   asio::steady_timer pause(co_await asio::this_coro::executor);
@@ -253,6 +257,7 @@ asio::awaitable<int> run(Args args) {
     co_await wait.async_wait(asio::use_awaitable);
   }
   load.stop();
+  if (ticker_error) std::rethrow_exception(ticker_error);
   const auto all = load.snapshot();
   summary(phases, all);
   for (const auto& p : phases) {
