@@ -10,6 +10,7 @@
 #include <rollout/http_probe.hpp>
 #include <rollout/process_orchestrator.hpp>
 #include <rollout/tcp_probe.hpp>
+#include "support/run.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -37,23 +38,9 @@ namespace asio = boost::asio;
 using namespace rollout;
 using namespace std::chrono_literals;
 
-namespace {
+using rollout::test_support::run;
 
-template <class T>
-T run(asio::io_context& io, asio::awaitable<T> aw) {
-  std::optional<T> out;
-  std::exception_ptr err;
-  bool done = false;
-  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e, T v) {
-    done = true;
-    err = e;
-    if (!e) out.emplace(std::move(v));
-  });
-  io.restart();
-  while (!done) io.run_one();  // not io.run(): the child's exit monitor stays pending
-  if (err) std::rethrow_exception(err);
-  return std::move(*out);
-}
+namespace {
 
 struct ProbeRun {
   double per_second = 0;

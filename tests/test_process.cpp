@@ -5,6 +5,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "support/run.hpp"
 #include <rollout/http_probe.hpp>
 #include <rollout/process_orchestrator.hpp>
 #include <rollout/strategy/rolling.hpp>
@@ -37,6 +38,8 @@ using namespace rollout;
 using namespace std::chrono_literals;
 using Orch = ProcessOrchestrator<HttpProbe>;
 
+using test_support::run;
+
 namespace {
 
 HttpProbe health_probe() {
@@ -53,36 +56,6 @@ ProcessOrchestratorOptions sample(Duration grace = 5s) {
   o.ready_poll = 50ms;
   o.grace = grace;
   return o;
-}
-
-/// Runs `aw` to completion. (Not io.run(): every child's exit monitor is work
-/// that stays pending as long as the child lives.)
-template <class T>
-T run(asio::io_context& io, asio::awaitable<T> aw) {
-  std::optional<T> out;
-  std::exception_ptr err;
-  bool done = false;
-  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e, T v) {
-    done = true;
-    err = e;
-    if (!e) out.emplace(std::move(v));
-  });
-  io.restart();
-  while (!done) io.run_one();
-  if (err) std::rethrow_exception(err);
-  return std::move(*out);
-}
-
-void run(asio::io_context& io, asio::awaitable<void> aw) {
-  std::exception_ptr err;
-  bool done = false;
-  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e) {
-    done = true;
-    err = e;
-  });
-  io.restart();
-  while (!done) io.run_one();
-  if (err) std::rethrow_exception(err);
 }
 
 /// A blocking GET; returns status and body.

@@ -4,6 +4,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "support/run.hpp"
 #include "support/http_server.hpp"
 #include "support/prometheus.hpp"
 #include "support/temp_dir.hpp"
@@ -32,6 +33,8 @@ using namespace std::chrono_literals;
 using test_support::PrometheusProcess;
 using test_support::TestHttpServer;
 
+using test_support::run;
+
 namespace {
 
 /// The scrape target, on its own thread.
@@ -46,22 +49,6 @@ struct Target {
     thread.join();
   }
 };
-
-template <class T>
-T run(asio::io_context& io, asio::awaitable<T> aw) {
-  std::optional<T> out;
-  std::exception_ptr err;
-  bool done = false;
-  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e, T v) {
-    done = true;
-    err = e;
-    if (!e) out.emplace(std::move(v));
-  });
-  io.restart();
-  while (!done) io.run_one();
-  if (err) std::rethrow_exception(err);
-  return std::move(*out);
-}
 
 MetricQuery value_query(std::string expr) { return MetricQuery{"m", std::move(expr), 1min, MetricQuery::Want::value}; }
 Scope canary(const char* rev = "v2") { return Scope{ScopeRole::canary, Revision{rev}}; }

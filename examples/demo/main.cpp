@@ -24,6 +24,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -51,6 +52,13 @@ struct Args {
   std::string sample_service = ROLLOUT_DEMO_SAMPLE_SERVICE;
 };
 
+/// Parses all of `s` as a number (std::from_chars: no locale, no trailing junk).
+template <class T>
+bool number(const std::string& s, T& out) {
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc{} && end == s.data() + s.size();
+}
+
 Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -70,12 +78,14 @@ Args parse(int argc, char** argv) {
       }
     } else if (k == "--rate") {
       const auto v = value();
-      a.rate = std::stod(v);
-      if (!(a.rate >= 10 && a.rate <= 20000)) throw std::invalid_argument(fmt::format("--rate: {} is not within 10..20000", v));
+      if (!number(v, a.rate) || !(a.rate >= 10 && a.rate <= 20000)) {
+        throw std::invalid_argument(fmt::format("--rate: {:?} is not a number within 10..20000", v));
+      }
     } else if (k == "--instances") {
       const auto v = value();
-      a.instances = std::stoi(v);
-      if (a.instances < 1 || a.instances > 20) throw std::invalid_argument(fmt::format("--instances: {} is not within 1..20", v));
+      if (!number(v, a.instances) || a.instances < 1 || a.instances > 20) {
+        throw std::invalid_argument(fmt::format("--instances: {:?} is not a whole number within 1..20", v));
+      }
     } else if (k == "--svg") {
       a.svg = value();
     } else if (k == "--sample-service") {
