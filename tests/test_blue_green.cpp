@@ -1,6 +1,7 @@
-// BlueGreen<LB, Health>: every phase, every failure path, and a fault matrix,
-// under the simulated clock with the scripted policies. Invariants are checked
-// after every event by testing::BlueGreenInvariants.
+// BlueGreen<LB, Health>: every phase, every failure path and an abort at every
+// suspension point, under the simulated clock with the scripted policies (the
+// fault matrix is in test_fault_matrix.cpp). Invariants are checked after every
+// event by testing::BlueGreenInvariants.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -471,58 +472,6 @@ TEST_CASE("invalid options are rejected with the field and the value") {
   CHECK(reject([](Scenario& s) { s.opts.check_timeout = Duration::min(); }) ==
         "invalid option check_timeout = -forever: must be greater than 0");
   CHECK(reject([](Scenario&) {}) == "accepted");
-}
-
-TEST_CASE("fault matrix: every policy call of a run fails in every mode, and the run stays safe") {
-  // Record the calls of a clean run.
-  auto configure = [](Scenario& s, testing::FaultPlan& plan) {
-    s.opts.probe.period = 5s;
-    s.opts.verify_for = 12s;
-    s.opts.scale_down_delay = 1s;
-    s.lb.set_plan(&plan);
-    s.probe.set_plan(&plan);
-  };
-  testing::FaultPlan clean;
-  {
-    Scenario s;
-    configure(s, clean);
-    REQUIRE(s.run().status == Status::promoted);
-  }
-  const auto calls = clean.calls();
-  REQUIRE(calls.size() >= 8);
-
-  const std::vector<Fault> modes{Fault::fail(Error(errc::lb_rejected, "injected rejection")), Fault::raise(),
-                                 Fault::hang_forever(), Fault::slow(30s), Fault::read_back_disagrees()};
-  std::size_t runs = 0;
-  std::map<Status, int> outcomes;
-  for (std::size_t k = 1; k <= calls.size(); ++k) {
-    for (const auto& mode : modes) {
-      if (mode.kind == Fault::disagree && calls[k - 1].policy != "lb.apply") continue;
-      CAPTURE(k);
-      CAPTURE(calls[k - 1].policy);
-      CAPTURE(testing::to_string(mode.kind));
-      testing::FaultPlan plan;
-      plan.inject(k, mode);
-      Scenario s;
-      configure(s, plan);
-      auto out = s.run();  // checks the invariants after every event, leaks, and the final traffic
-      ++runs;
-      ++outcomes[out.status];
-      REQUIRE(plan.injected().size() == 1);
-      CHECK(out.status != Status::aborted);
-      if (out.status != Status::promoted) {
-        CHECK_FALSE(out.reason.empty());
-        CHECK(out.code);
-        if (calls[k - 1].policy == "lb.apply") CHECK(contains(out.reason, "lb.apply"));
-      }
-      if (calls[k - 1].policy == "lb.apply" && mode.kind == Fault::error) {
-        CHECK(out.status == Status::failed);  // a permanent LB error during the switch: restored to blue
-        CHECK(out.active == "blue");
-      }
-    }
-  }
-  MESSAGE(fmt::format("blue-green fault matrix: {} calls x modes = {} runs ({} promoted, {} failed, {} rolled back)", calls.size(),
-                      runs, outcomes[Status::promoted], outcomes[Status::failed], outcomes[Status::rolled_back]));
 }
 
 TEST_CASE("state and options print with fmt") {

@@ -1,6 +1,7 @@
 // Canary<LB, Metrics>: plans, inline and background analysis, the judge,
-// rollback, live control and a fault matrix, under the simulated clock with the
-// scripted policies. testing::CanaryInvariants checks after every event that the
+// rollback, live control and an abort at every suspension point (the fault matrix
+// is in test_fault_matrix.cpp), under the simulated clock with the scripted
+// policies. testing::CanaryInvariants checks after every event that the
 // canary never exceeds the current step's weight and that traffic ends on one side.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -377,53 +378,6 @@ TEST_CASE("invalid plans and options name the step and the field") {
           Scenario s;
           Can c(s.lb, s.metrics, Revision{"v1"}, Revision{"v1"}, CanaryPlan::of({steps::set_weight(10_pct)}), s.opts, s.clock);
         }) == "invalid option canary = \"v1\": must differ from the stable revision");
-}
-
-TEST_CASE("fault matrix: every policy call fails in every mode, the canary never exceeds its step and ends on one side") {
-  const auto plan = [] {
-    return CanaryPlan::of({steps::set_weight(10_pct), steps::analyze({"smoke", {error_rate(1min, 2)}}), steps::set_weight(30_pct),
-                           steps::pause(2min)});
-  };
-  auto configure = [](Scenario& s, testing::FaultPlan& p) {
-    s.lb.set_plan(&p);
-    s.metrics.set_plan(&p);
-    s.opts.background = BackgroundAnalysis{{"bg", {error_rate(1min, std::nullopt, 1)}}, 2};
-  };
-  testing::FaultPlan clean;
-  {
-    Scenario s;
-    configure(s, clean);
-    REQUIRE(s.run(plan()).status == Status::promoted);
-  }
-  const auto calls = clean.calls();
-  REQUIRE(calls.size() >= 8);
-  const std::vector<Fault> modes{Fault::fail(Error(errc::lb_rejected, "injected rejection")), Fault::raise(), Fault::hang_forever(),
-                                 Fault::slow(10min), Fault::read_back_disagrees()};
-  std::map<Status, int> outcomes;
-  std::size_t runs = 0;
-  for (std::size_t k = 1; k <= calls.size(); ++k) {
-    for (const auto& mode : modes) {
-      if (mode.kind == Fault::disagree && calls[k - 1].policy != "lb.apply") continue;
-      CAPTURE(k);
-      CAPTURE(calls[k - 1].policy);
-      CAPTURE(calls[k - 1].what);
-      CAPTURE(testing::to_string(mode.kind));
-      testing::FaultPlan p;
-      p.inject(k, mode);
-      Scenario s;
-      configure(s, p);
-      auto out = s.run(plan());  // invariants after every event, no leaks, traffic on one side
-      ++runs;
-      ++outcomes[out.status];
-      CHECK(out.status != Status::aborted);
-      if (out.status != Status::promoted) {
-        CHECK(out.code);
-        if (calls[k - 1].policy == "lb.apply") CHECK(contains(out.reason, "lb.apply"));
-      }
-    }
-  }
-  MESSAGE(fmt::format("canary fault matrix: {} calls x modes = {} runs ({} promoted, {} rolled back, {} failed)", calls.size(), runs,
-                      outcomes[Status::promoted], outcomes[Status::rolled_back], outcomes[Status::failed]));
 }
 
 TEST_CASE("state and steps print with fmt") {

@@ -217,7 +217,7 @@ TEST_CASE("the strategy's timeout cancels a probe in flight") {
   const auto started = std::chrono::steady_clock::now();
   asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
   io.run();
-  CHECK(r.detail == "probe timed out after 200ms");
+  CHECK(r.detail == "probe.check timed out after 200ms");
   CHECK(std::chrono::steady_clock::now() - started < 5s);
 }
 

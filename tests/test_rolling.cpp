@@ -198,7 +198,7 @@ TEST_CASE("a never-ready instance is retired, counted and replaced") {
   CHECK(out.fleet->created == 5);
   const auto* failed = find(out, EventKind::instance_failed, "v2-0001");
   REQUIRE(failed);
-  CHECK(failed->detail == "not ready within 1m");
+  CHECK(failed->detail == "orchestrator.wait_ready(v2-0001) timed out after 1m");
   CHECK(find(out, EventKind::instance_retired, "v2-0001"));
   CHECK(s.count("v2") == 4);
 }

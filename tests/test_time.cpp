@@ -372,11 +372,11 @@ TEST_CASE("probe_once bounds a probe by its timeout and absorbs exceptions") {
   probe.fail_probe("x", 1, testing::Fault::raise());
   auto r = testing::run_sim(io, clock, probe_once(clock, probe, i, 1s));
   CHECK_FALSE(r.healthy);
-  CHECK(r.detail == "probe timed out after 1s");
+  CHECK(r.detail == "probe.check timed out after 1s");
   CHECK(since_epoch(clock) == 1s);
   r = testing::run_sim(io, clock, probe_once(clock, probe, i, 1s));
   CHECK_FALSE(r.healthy);
-  CHECK(r.detail == "probe threw: injected exception in probe.check(x)");
+  CHECK(r.detail == "probe.check threw: injected exception in probe.check(x)");
   r = testing::run_sim(io, clock, probe_once(clock, probe, i, 1s));
   CHECK(r.healthy);
 }

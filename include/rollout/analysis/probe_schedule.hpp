@@ -124,13 +124,13 @@ boost::asio::awaitable<HealthResult> probe_once(const C& clock, P& probe, const 
   const auto started = clock.now();
   try {
     auto r = co_await detail::with_timeout(clock, timeout, probe.check(instance));
-    if (!r) co_return HealthResult::down(fmt::format("probe timed out after {}", format_duration(timeout)), clock.now() - started);
+    if (!r) co_return HealthResult::down(fmt::format("probe.check timed out after {}", format_duration(timeout)), clock.now() - started);
     co_return std::move(*r);
   } catch (const boost::system::system_error& e) {
     if (e.code() == boost::asio::error::operation_aborted) throw;
-    co_return HealthResult::down(fmt::format("probe threw: {}", e.what()), clock.now() - started);
+    co_return HealthResult::down(fmt::format("probe.check threw: {}", e.what()), clock.now() - started);
   } catch (const std::exception& e) {
-    co_return HealthResult::down(fmt::format("probe threw: {}", e.what()), clock.now() - started);
+    co_return HealthResult::down(fmt::format("probe.check threw: {}", e.what()), clock.now() - started);
   }
 }
 

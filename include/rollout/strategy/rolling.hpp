@@ -179,6 +179,11 @@ struct RollingState {
 ///   the update fails. It then rolls back, by the same algorithm and budgets, to
 ///   `from` (or pauses, with `on_failure = pause`). The rollback replaces failed
 ///   start-ups without a limit and gives up only at the progress deadline.
+/// - **Failed retirements.** An instance whose `retire` fails (after retries) is
+///   counted as a failure and no longer as serving, since it was drained; it still
+///   holds its place in the fleet (and the surge budget) until the next pass
+///   (the rollback, or the next `run()`) lists it and retires it again, or, if it
+///   runs that pass's revision, re-checks it with `wait_ready`.
 /// - **Partition.** With `partition = k`, the update stops with `k` instances
 ///   still on `from`. A later run continues it.
 /// - **Resume.** `run()` starts from `list()`: instances of `to` are adopted (and
@@ -390,9 +395,7 @@ private:
     if (!members_.contains(inst.id)) co_return;
     if (!ready) {
       set_state(inst.id, MemberState::failed);
-      note_failure(inst.id, ready.error(),
-                   ready.error() == errc::timeout ? fmt::format("not ready within {}", format_duration(options_.ready_deadline))
-                                                  : std::string());
+      note_failure(inst.id, ready.error());  // names the call: "orchestrator.wait_ready(v2-0001) timed out after 5m"
       if (wake_) wake_->notify_all();
       co_return;
     }
@@ -428,8 +431,11 @@ private:
     auto r = co_await with_retry<void>([&] { return fmt::format("orchestrator.retire({})", inst.id); },
                                        [&] { return orch_.retire(inst); });
     if (!r) {
-      // Still there and not serving: counted, reported, and left for list() to show.
+      // Still there, drained, in an unknown state: it no longer counts as serving.
+      // It holds a place in the fleet until the next pass's list() shows it again;
+      // then it is re-checked (the pass's revision) or retired again (any other).
       stuck_.insert(inst.id);
+      known_available_.erase(inst.id);
       set_state(inst.id, MemberState::failed);
       note_failure(inst.id, r.error());
     } else {
@@ -501,13 +507,14 @@ private:
     auto listed = co_await with_retry<std::vector<Instance>>([] { return std::string("orchestrator.list"); }, [&] { return orch_.list(); });
     if (!listed) co_return listed.error();
     clear_members();
+    stuck_.clear();  // a new pass tries again what an earlier one could not retire
     for (const auto& inst : *listed) {
       auto st = MemberState::available;
       if (!known_available_.contains(inst.id)) {
         if (first_list_ && !(inst.revision == to_)) {
           known_available_.insert(inst.id);  // the fleet we were handed is serving
         } else {
-          st = stuck_.contains(inst.id) ? MemberState::failed : MemberState::starting;
+          st = MemberState::starting;
         }
       }
       add_member(inst, st);
@@ -524,6 +531,7 @@ private:
   /// rollback passes do not.
   boost::asio::awaitable<PassResult> pass(std::int64_t keep_others, bool abortable) {
     failures_ = 0;
+    last_failure_.clear();
     progress();
     if (auto err = co_await reconcile()) co_return PassResult{PassResult::failed, *err};
     detail::Task deadline_watch;
@@ -564,9 +572,10 @@ private:
         co_return PassResult{PassResult::failed,
                              Error(errc::progress_deadline,
                                    fmt::format("no instance became available or was retired for {} (total {}, available {}, "
-                                               "{} of {} on {})",
+                                               "{} of {} on {}){}",
                                                format_duration(options_.progress_deadline), total(), available(),
-                                               target_alive(), want_target, *target_))};
+                                               target_alive(), want_target, *target_,
+                                               last_failure_.empty() ? std::string() : "; last failure: " + last_failure_))};
       }
       was_held = held;
       if (!held) {
@@ -627,7 +636,14 @@ private:
     o.reason = why.message;
     o.active = active.id;
     auto listed = co_await with_retry<std::vector<Instance>>([] { return std::string("orchestrator.list"); }, [&] { return orch_.list(); });
-    report_.fleet = listed ? *listed : std::vector<Instance>{};
+    if (listed) {
+      report_.fleet = *listed;
+    } else {
+      // The fleet as this run last knew it (every create and retire since the last list).
+      report_.fleet.clear();
+      for (const auto& [id, m] : members_) report_.fleet.push_back(m.instance);
+      o.reason += fmt::format("; the fleet shown is this run's own record, because the final {}", listed.error().message);
+    }
     o.fleet = report_;
     state_.report = report_;
     co_return o;

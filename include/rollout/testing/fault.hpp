@@ -59,7 +59,8 @@ inline const char* to_string(Fault::Kind k) noexcept {
 
 /// The log of every policy call made through the fakes that share this plan, in
 /// order, and the faults to inject by global call index (1-based). Record a clean
-/// run, then replay it failing call k in each mode: that is a fault matrix.
+/// run, then replay it failing call k in each mode: that is a fault matrix
+/// (`fault_matrix` in fault_matrix.hpp does exactly that).
 class FaultPlan {
 public:
   struct Call {

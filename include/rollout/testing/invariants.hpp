@@ -74,9 +74,11 @@ private:
 /// - the switch to the target is decided (`phase_changed: switching`) only while
 ///   every target instance is passing (its latest `instance_ready` is newer than
 ///   its latest failed probe), and traffic never reaches a target one of whose
-///   instances has crossed its failure threshold;
-/// - once a target instance is unhealthy, the next traffic change goes back to
-///   the active environment;
+///   instances crossed its failure threshold after having been ready (failures
+///   before an instance is first ready only mean it is not ready yet, as with
+///   Kubernetes readiness);
+/// - once a target instance that had been ready is unhealthy, the next traffic
+///   change goes back to the active environment;
 /// - at `run_finished`, the load balancer holds 100% on the environment the
 ///   outcome names (the event's subject).
 ///
@@ -99,11 +101,14 @@ public:
 private:
   std::optional<std::string> check(const Event& e) {
     switch (e.kind) {
-      case EventKind::instance_ready: passing_[e.subject] = true; break;
+      case EventKind::instance_ready:
+        passing_[e.subject] = true;
+        ever_ready_.insert(e.subject);
+        break;
       case EventKind::probe_failed: passing_[e.subject] = false; break;
       case EventKind::instance_unhealthy:
         passing_[e.subject] = false;
-        unhealthy_ = true;
+        if (ever_ready_.contains(e.subject)) unhealthy_ = true;
         break;
       default: break;
     }
@@ -130,6 +135,7 @@ private:
   std::string target_;
   std::function<TrafficSplit()> state_;
   std::map<std::string, bool> passing_;
+  std::set<std::string> ever_ready_;
   bool unhealthy_ = false;
 };
 
