@@ -2,6 +2,8 @@
 // observed split follows the applied weights, drain keeps requests in flight
 // alive, names cannot inject commands, HAProxy's errors keep their words, a
 // stopped or killed HAProxy gives a clean error, and dynamic servers come and go.
+// Replies HAProxy itself never sends (truncated, oversized, non-UTF-8,
+// interleaved) come from a stand-in on a real unix socket.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -15,15 +17,22 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <filesystem>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -244,6 +253,116 @@ TEST_CASE("HAProxy's errors keep their words") {
 
   auto unmapped = run(f.io, lb.apply(TrafficSplit::all_to("purple")));
   CHECK(unmapped.error() == errc::unknown_server);
+}
+
+namespace {
+
+/// A stand-in for HAProxy's runtime API on a real unix socket: each connection
+/// reads one command line, gets `reply(n, line)` (n counts connections from 0),
+/// and is closed, as HAProxy does in non-interactive mode.
+struct FakeRuntimeApi {
+  asio::local::stream_protocol::acceptor acceptor;
+  std::string path;
+  std::function<std::string(int, const std::string&)> reply;
+  std::vector<std::string> commands;
+
+  FakeRuntimeApi(asio::io_context& io, std::string socket_path, std::function<std::string(int, const std::string&)> r)
+      : acceptor(io), path(std::move(socket_path)), reply(std::move(r)) {
+    ::unlink(path.c_str());
+    acceptor.open();
+    acceptor.bind(asio::local::stream_protocol::endpoint(path));
+    acceptor.listen();
+    asio::co_spawn(io, serve(), [](std::exception_ptr e) {  // ends when the acceptor closes (accept fails)
+      if (e) std::rethrow_exception(e);
+    });
+  }
+  ~FakeRuntimeApi() { ::unlink(path.c_str()); }
+
+  asio::awaitable<void> serve() {
+    for (int n = 0;; ++n) {
+      auto [ec, sock] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      std::string line;
+      auto [rec, rn] = co_await asio::async_read_until(sock, asio::dynamic_buffer(line), '\n', asio::as_tuple(asio::use_awaitable));
+      if (rec) co_return;
+      line.resize(rn - 1);
+      commands.push_back(line);
+      const auto out = reply(n, line);
+      co_await asio::async_write(sock, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+    }
+  }
+};
+
+// A valid `show servers state app` dump for blue1 and green1.
+std::string state_dump(int blue_admin, int blue_weight, int green_admin, int green_weight) {
+  return fmt::format(
+      "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight\n"
+      "3 app 1 blue1 127.0.0.1 2 {} {} 1\n3 app 2 green1 127.0.0.1 2 {} {} 1\n\n",
+      blue_admin, blue_weight, green_admin, green_weight);
+}
+
+}  // namespace
+
+TEST_CASE("hostile runtime API replies on a real socket: each is a clear error, none is taken for success") {
+  const std::string good_set = "\n\n\n\n";  // four commands, four empty answers
+  const std::string good_state = state_dump(0x08, 0, 0, 256);
+  struct Case {
+    const char* name;
+    std::string set_reply;    // answer to the weight commands
+    std::string state_reply;  // answer to the read-back
+    errc code;
+    std::string message;      // a part of the error message
+  };
+  std::string non_utf8 = "No such server \xff\xfe\xc3(\n\n";
+  std::string oversized(3 << 20, 'A');
+  std::string interleaved = "1\n# be_id be_name srv_id srv_name\n3 app 1 blue1 127.0.0.1 2 8 0 1\n1\n3 app 2 green1 127.0.0.1 2 0 256 1\n"
+                            "3 app 1 blue1 127.0.0.1 2 0 256 1\n";
+  const std::vector<Case> cases{
+      {"well-formed (control)", good_set, good_state, errc{}, ""},
+      {"truncated answers", "\n", good_state, errc::protocol_error, "haproxy: 1 answers to 4 commands"},
+      {"truncated state dump", good_set, "1\n# be_id be_name\n3 app 1 blu", errc::protocol_error, "haproxy: malformed reply to show servers state app"},
+      {"state dump cut after the header", good_set, "1\n# be_id be_name srv_id srv_name\n", errc::lb_verify_mismatch, "app/blue1 missing"},
+      {"weight with junk", good_set, "1\n3 app 1 blue1 127.0.0.1 2 8 0x 1\n3 app 2 green1 127.0.0.1 2 0 256 1\n", errc::protocol_error,
+       "malformed reply"},
+      {"non-UTF-8 error", non_utf8, good_state, errc::unknown_server, "haproxy: No such server \\xff\\xfe\\xc3("},
+      {"oversized set reply", oversized, good_state, errc::protocol_error, "haproxy: reply larger than 1 MiB"},
+      {"oversized state reply", good_set, oversized, errc::protocol_error, "haproxy: reply larger than 1 MiB"},
+      {"interleaved state dumps", good_set, interleaved, errc::protocol_error, "malformed reply"},
+      {"an error instead of the dump", good_set, "Can't find backend.\n\n", errc::unknown_server, "haproxy: Can't find backend."},
+      {"the dump of another state", good_set, state_dump(0, 256, 0, 256), errc::lb_verify_mismatch, "app/blue1 weight 256 admin 0x0"},
+      {"empty reply", "", good_state, errc::lb_unavailable, "closed the connection without a reply"},
+  };
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("rollout-fake-haproxy-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  for (const auto& c : cases) {
+    CAPTURE(c.name);
+    asio::io_context io;
+    FakeRuntimeApi api(io, (dir / "admin.sock").string(), [&](int n, const std::string&) { return n == 0 ? c.set_reply : c.state_reply; });
+    HaproxyOptions o;
+    o.address.unix_socket = api.path;
+    o.command_timeout = 5s;
+    o.groups = {{"blue", {{"app", "blue1"}}}, {"green", {{"app", "green1"}}}};
+    HaproxyLoadBalancer lb(o);
+    auto r = run(io, [](HaproxyLoadBalancer& lb, FakeRuntimeApi& api) -> asio::awaitable<result<void>> {
+      auto out = co_await lb.apply(TrafficSplit::all_to("green"));
+      api.acceptor.close();
+      co_return out;
+    }(lb, api));
+    if (c.code == errc{}) {
+      CHECK(r.has_value());
+    } else {
+      REQUIRE_FALSE(r.has_value());
+      CHECK(r.error() == c.code);
+      CHECK_MESSAGE(contains(r.error().message, c.message), r.error().message);
+      CHECK(r.error().message.size() < 600);  // bounded, even for a 3 MiB reply
+      CHECK(r.error().message.find('\xff') == std::string::npos);  // escaped, never raw
+    }
+    // The commands sent were the fixed, validated ones: nothing from a reply went back.
+    REQUIRE_FALSE(api.commands.empty());
+    CHECK(api.commands[0] == "set server app/blue1 weight 0; set server app/blue1 state drain; set server app/green1 weight 256; set server app/green1 state ready");
+  }
+  std::filesystem::remove_all(dir);
+  MESSAGE(fmt::format("{} hostile runtime API replies tried", cases.size() - 1));
 }
 
 TEST_CASE("a stopped HAProxy times out, a killed one fails cleanly, neither hangs") {

@@ -113,6 +113,9 @@ TEST_CASE("hostile responses end in a failed probe within the timeout") {
   auto garbage = http("/garbage");
   CHECK_FALSE(garbage.healthy);
   CHECK(contains(garbage.detail, "malformed response"));
+  auto badstatus = http("/badstatus");
+  CHECK_FALSE(badstatus.healthy);
+  CHECK(contains(badstatus.detail, "malformed response"));
   auto reset = http("/reset");
   CHECK_FALSE(reset.healthy);
   CHECK((contains(reset.detail, "reset") || contains(reset.detail, "closed")));

@@ -183,6 +183,57 @@ TEST_CASE("decoding: every result type, and hostile JSON named by its path") {
   std::string deep(100, '[');
   deep += std::string(100, ']');
   CHECK(contains(path(deep.c_str()), "response is not JSON"));  // nesting deeper than 32 is refused
+  std::string deeper(100000, '{');  // no recursion: refused at depth 33, without a stack overflow
+  CHECK(contains(path(deeper.c_str()), "response is not JSON"));
+
+  // Wrong types and missing fields, each named by its path.
+  const std::vector<std::pair<std::string, std::string>> shapes{
+      {R"({"status":"success","data":[]})", "prometheus: \"data\" is missing or not an object"},
+      {R"({"status":"success","data":{"result":[]}})", "prometheus: \"data.resultType\" is missing or not a string"},
+      {R"({"status":"success","data":{"resultType":7,"result":[]}})", "prometheus: \"data.resultType\" is missing or not a string"},
+      {R"({"status":"success","data":{"resultType":"vector"}})", "prometheus: \"data.result\" is missing"},
+      {R"({"status":"success","data":{"resultType":"vector","result":[5]}})", "prometheus: data.result[0] is not an object"},
+      {R"({"status":"success","data":{"resultType":"vector","result":[{"metric":{}}]}})", "prometheus: data.result[0].value is missing"},
+      {R"({"status":"success","data":{"resultType":"vector","result":[{"value":["1","2"]}]}})",
+       "prometheus: data.result[0].value is not [timestamp, \"value\"]"},
+      {R"({"status":"success","data":{"resultType":"vector","result":[{"value":[1,"2",3]}]}})",
+       "prometheus: data.result[0].value is not [timestamp, \"value\"]"},
+      {R"({"status":"success","data":{"resultType":"vector","result":[{"value":null}]}})",
+       "prometheus: data.result[0].value is not [timestamp, \"value\"]"},
+      {R"({"status":"success","data":{"resultType":"matrix","result":[{"values":{}}]}})",
+       "prometheus: data.result[0].values is missing or not an array"},
+      {R"({"status":"success","data":{"resultType":"scalar","result":"7"}})", "prometheus: data.result is not [timestamp, \"value\"]"},
+      {R"({"status":"pending"})", "prometheus: unexpected status \"pending\""},
+      {"{\"status\":\"success\"} trailing", "prometheus: response is not JSON: extra data"},
+      {"{\"status\":\"succ\xff\"}", "prometheus: response is not JSON: syntax error"},
+      {"", "prometheus: response is not JSON: incomplete JSON"},
+  };
+  for (const auto& [body, want] : shapes) {
+    CAPTURE(body);
+    CHECK(path(body.c_str()) == want);
+  }
+  // Numbers as strings, with junk: only what Prometheus writes is a number.
+  for (const char* v : {" 12", "12 ", "0x10", "1e999", "-1e999", "inf", "-inf", "nan", "Infinity", "", "1,5", "+1", "1.2.3", "--1", "-",
+                        "12abc", "\u0031\u0032x"}) {
+    CAPTURE(v);
+    CHECK(contains(path(fmt::format(R"({{"status":"success","data":{{"resultType":"scalar","result":[1,"{}"]}}}})", v).c_str()),
+                   "has a value that is not a number"));
+  }
+  for (const auto& [text, value] : std::vector<std::pair<const char*, double>>{{"1", 1}, {"-2.5e-05", -2.5e-05}, {".5", 0.5}, {"1e308", 1e308}, {"0", 0}}) {
+    CAPTURE(text);
+    auto r = decode_prometheus(fmt::format(R"({{"status":"success","data":{{"resultType":"scalar","result":[1,"{}"]}}}})", text), V, true);
+    REQUIRE(r.has_value());
+    CHECK(std::get<double>(*r) == value);
+  }
+  // An error reply with its fields missing or of the wrong type still says what it can.
+  auto missing = decode_prometheus(R"({"status":"error","error":5})", V, true);
+  CHECK(missing.error() == errc::query_failed);
+  CHECK(missing.error().message == "prometheus: unknown: (no message)");
+  // A huge array whose last point is bad is refused, naming the point.
+  std::string bad_tail = R"({"status":"success","data":{"resultType":"matrix","result":[{"values":[)";
+  for (int i = 0; i < 100000; ++i) bad_tail += fmt::format("[{},\"{}\"],", i, i);
+  bad_tail += R"([1,"oops"]]}]}})";
+  CHECK(path(bad_tail.c_str()) == "prometheus: data.result[0].values[100000] has a value that is not a number: \"oops\"");
   std::string huge = R"({"status":"success","data":{"resultType":"matrix","result":[{"values":[)";
   for (int i = 0; i < 100000; ++i) huge += fmt::format("{}[{},\"{}\"]", i ? "," : "", i, i);
   huge += "]}]}}";

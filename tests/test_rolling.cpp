@@ -347,9 +347,9 @@ TEST_CASE("invalid options are rejected with the field and the value") {
     }
     return std::string("accepted");
   };
-  CHECK(reject([](Scenario& s) { s.opts.desired = 0; }) == "invalid option desired = 0: must be at least 1");
-  CHECK(reject([](Scenario& s) { s.opts.max_surge = -1; }) == "invalid option max_surge = -1: must not be negative");
-  CHECK(reject([](Scenario& s) { s.opts.max_unavailable = -2; }) == "invalid option max_unavailable = -2: must not be negative");
+  CHECK(reject([](Scenario& s) { s.opts.desired = 0; }) == "invalid option desired = 0: must be within 1..1000000");
+  CHECK(reject([](Scenario& s) { s.opts.max_surge = -1; }) == "invalid option max_surge = -1: must be within 0..1000000");
+  CHECK(reject([](Scenario& s) { s.opts.max_unavailable = -2; }) == "invalid option max_unavailable = -2: must be within 0..1000000");
   CHECK(reject([](Scenario& s) {
           s.opts.max_surge = 0;
           s.opts.max_unavailable = 0;

@@ -36,9 +36,12 @@ struct CounterSourceOptions {
   std::size_t latency_samples = 8192;        ///< Latencies kept per revision (a ring; the newest win).
 
   void validate() const {
-    if (bucket <= Duration::zero()) throw invalid_option("bucket", format_duration(bucket), "must be greater than 0");
-    if (buckets < 2) throw invalid_option("buckets", fmt::format("{}", buckets), "must be at least 2");
-    if (latency_samples < 1) throw invalid_option("latency_samples", "0", "must be at least 1");
+    require_duration("bucket", bucket, DurationRule::positive);
+    // The upper bounds keep a mistyped value from reserving gigabytes per revision.
+    if (buckets < 2 || buckets > 1'000'000) throw invalid_option("buckets", fmt::format("{}", buckets), "must be within 2..1000000");
+    if (latency_samples < 1 || latency_samples > 10'000'000) {
+      throw invalid_option("latency_samples", fmt::format("{}", latency_samples), "must be within 1..10000000");
+    }
   }
 };
 

@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -78,10 +79,21 @@ inline void require_haproxy_name(std::string_view field, std::string_view name) 
   }
 }
 
-/// Maps a runtime API error reply to an errc, keeping HAProxy's own words.
+/// Text from HAProxy made safe for a message: at most `limit` bytes, with control
+/// characters and bytes that are not valid UTF-8 escaped (`\xff`), so a reply
+/// can never corrupt a log line, an event or a webhook's JSON. (fmt's debug
+/// format does the escaping; the surrounding quotes are dropped.)
+inline std::string printable(std::string_view text, std::size_t limit = 200) {
+  const bool cut = text.size() > limit;
+  const auto quoted = fmt::format("{:?}", text.substr(0, limit));
+  return quoted.substr(1, quoted.size() - 2) + (cut ? "..." : "");
+}
+
+/// Maps a runtime API error reply to an errc, keeping HAProxy's own words (the
+/// first line, escaped by `printable`).
 inline Error haproxy_error(std::string_view command, std::string reply) {
   while (!reply.empty() && (reply.back() == '\n' || reply.back() == '\r')) reply.pop_back();
-  const auto first_line = reply.substr(0, reply.find('\n'));
+  const auto first_line = printable(std::string_view(reply).substr(0, reply.find('\n')));
   errc code = errc::lb_rejected;
   if (reply.find("No such server") != std::string::npos || reply.find("No such backend") != std::string::npos ||
       reply.find("Can't find backend") != std::string::npos) {
@@ -99,12 +111,20 @@ struct HaproxyServerState {
 };
 
 /// Parses `show servers state` output (one or several, concatenated). Returns
-/// nullopt on anything that does not look like it.
+/// nullopt on anything that does not look like it: a data line before the
+/// version line, fewer than 8 fields, a state or weight that is not wholly a
+/// number, or one server listed twice (replies interleaved or repeated).
 inline std::optional<std::map<HaproxyServer, HaproxyServerState>> parse_servers_state(std::string_view text) {
   std::map<HaproxyServer, HaproxyServerState> out;
   std::istringstream in{std::string(text)};
   std::string line;
   bool saw_version = false;
+  auto number = [](const std::string& f) -> std::optional<int> {
+    int v = 0;
+    const auto [end, ec] = std::from_chars(f.data(), f.data() + f.size(), v);
+    if (ec != std::errc() || end != f.data() + f.size()) return std::nullopt;
+    return v;
+  };
   while (std::getline(in, line)) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
@@ -113,15 +133,15 @@ inline std::optional<std::map<HaproxyServer, HaproxyServerState>> parse_servers_
       continue;
     }
     if (line.front() == '#') continue;
+    if (!saw_version) return std::nullopt;
     std::istringstream fields(line);
     std::vector<std::string> f;
     for (std::string w; fields >> w;) f.push_back(w);
     if (f.size() < 8) return std::nullopt;
-    try {
-      out[HaproxyServer{f[1], f[3]}] = HaproxyServerState{std::stoi(f[6]), std::stoi(f[7])};
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
+    const auto admin = number(f[6]);
+    const auto weight = number(f[7]);
+    if (!admin || !weight) return std::nullopt;
+    if (!out.emplace(HaproxyServer{f[1], f[3]}, HaproxyServerState{*admin, *weight}).second) return std::nullopt;
   }
   if (!saw_version) return std::nullopt;
   return out;
@@ -184,9 +204,7 @@ public:
     if (opts_.address.unix_socket.empty() && !opts_.address.tcp) {
       throw invalid_option("address", "{}", "needs a unix socket path or a TCP endpoint");
     }
-    if (opts_.command_timeout <= Duration::zero()) {
-      throw invalid_option("command_timeout", format_duration(opts_.command_timeout), "must be greater than 0");
-    }
+    require_duration("command_timeout", opts_.command_timeout, DurationRule::positive);
     for (const auto& [group, servers] : opts_.groups) {
       if (group.empty()) throw invalid_option("groups", "\"\"", "a group name is empty");
       for (std::size_t i = 0; i < servers.size(); ++i) {
@@ -218,7 +236,14 @@ public:
     }
     auto r = co_await command(batch);
     if (!r) co_return r.error();
-    if (*r != std::string(want.size() * 2, '\n')) co_return detail::haproxy_error(batch, first_error(*r));
+    // Each command answers an empty line; anything else is HAProxy's error or a broken reply.
+    if (*r != std::string(want.size() * 2, '\n')) {
+      if (r->find_first_not_of('\n') == std::string::npos) {
+        co_return Error(errc::protocol_error, fmt::format("haproxy: {} answers to {} commands (for: {})", r->size(), want.size() * 2,
+                                                          batch.substr(0, 120)));
+      }
+      co_return detail::haproxy_error(batch, first_error(*r));
+    }
     co_return co_await verify(want);
   }
 
@@ -325,7 +350,10 @@ private:
     auto r = co_await command(batch);
     if (!r) co_return r.error();
     auto state = detail::parse_servers_state(*r);
-    if (!state) co_return detail::haproxy_error(batch, *r);
+    if (!state) {
+      if (r->rfind("1\n", 0) != 0) co_return detail::haproxy_error(batch, *r);  // an error message instead of a state dump
+      co_return Error(errc::protocol_error, fmt::format("haproxy: malformed reply to {}: {}", batch.substr(0, 120), detail::printable(*r)));
+    }
     std::string mismatches;
     for (const auto& [s, w] : want) {
       auto it = state->find(s);
@@ -350,7 +378,9 @@ private:
     auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(line), asio::as_tuple(asio::use_awaitable));
     if (wec) co_return Error(errc::lb_unavailable, fmt::format("haproxy: write: {}", wec.message()));
     std::string reply;
-    auto [rec, rn] = co_await asio::async_read(socket, asio::dynamic_buffer(reply, 1 << 20), asio::as_tuple(asio::use_awaitable));
+    constexpr std::size_t limit = std::size_t{1} << 20;  // far above any reply we ask for
+    auto [rec, rn] = co_await asio::async_read(socket, asio::dynamic_buffer(reply, limit), asio::as_tuple(asio::use_awaitable));
+    if (reply.size() >= limit) co_return Error(errc::protocol_error, "haproxy: reply larger than 1 MiB");
     if (rec && rec != asio::error::eof) {
       co_return Error(errc::lb_unavailable, fmt::format("haproxy: read: {}", rec.message()));
     }

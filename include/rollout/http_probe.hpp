@@ -80,7 +80,7 @@ struct HttpProbeOptions {
         throw invalid_option(fmt::format("headers[{}].value", i), "<redacted>", "must not contain control characters (CR, LF)");
       }
     }
-    if (timeout <= Duration::zero()) throw invalid_option("timeout", format_duration(timeout), "must be greater than 0");
+    require_duration("timeout", timeout, DurationRule::positive);
     if (body_limit == 0) throw invalid_option("body_limit", "0", "must be greater than 0");
     if (header_limit == 0) throw invalid_option("header_limit", "0", "must be greater than 0");
   }

@@ -53,9 +53,9 @@ struct ProcessOrchestratorOptions {
     if (executable.empty() || !executable.is_absolute()) {
       throw invalid_option("executable", fmt::format("{:?}", executable.string()), "must be an absolute path");
     }
-    if (ready_poll <= Duration::zero()) throw invalid_option("ready_poll", format_duration(ready_poll), "must be greater than 0");
-    if (drain < Duration::zero()) throw invalid_option("drain", format_duration(drain), "must not be negative");
-    if (grace <= Duration::zero()) throw invalid_option("grace", format_duration(grace), "must be greater than 0");
+    require_duration("ready_poll", ready_poll, DurationRule::positive);
+    require_duration("drain", drain, DurationRule::non_negative);
+    require_duration("grace", grace, DurationRule::positive);
   }
 };
 

@@ -29,6 +29,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -54,10 +55,13 @@ struct PrometheusOptions {
 
   void validate() const {
     if (server.host.empty()) throw invalid_option("server.host", "\"\"", "must not be empty");
-    if (timeout <= Duration::zero()) throw invalid_option("timeout", format_duration(timeout), "must be greater than 0");
-    if (samples < 2) throw invalid_option("samples", fmt::format("{}", samples), "must be at least 2");
-    if (!path_prefix.empty() && path_prefix.front() != '/') {
-      throw invalid_option("path_prefix", fmt::format("{:?}", path_prefix), "must start with '/'");
+    require_duration("timeout", timeout, DurationRule::positive);
+    // Prometheus refuses a range query of more than 11,000 points per series.
+    if (samples < 2 || samples > 11000) throw invalid_option("samples", fmt::format("{}", samples), "must be within 2..11000");
+    if (max_response == 0) throw invalid_option("max_response", "0", "must be greater than 0");
+    const bool clean_prefix = std::all_of(path_prefix.begin(), path_prefix.end(), [](unsigned char c) { return c > 0x20 && c != 0x7f; });
+    if (!path_prefix.empty() && (path_prefix.front() != '/' || !clean_prefix)) {
+      throw invalid_option("path_prefix", fmt::format("{:?}", path_prefix), "must start with '/' and contain no spaces or control characters");
     }
     if (bearer_token && bearer_token->find_first_of("\r\n") != std::string::npos) {
       throw invalid_option("bearer_token", "<redacted>", "must not contain CR or LF");
@@ -108,17 +112,24 @@ inline std::string expand_query(std::string expr, const Scope& scope, Duration w
   return expr;
 }
 
-/// Parses a Prometheus sample value ("1.5", "NaN", "+Inf") strictly.
+/// Parses a Prometheus sample value ("1.5", "-2e-05", "NaN", "+Inf") strictly:
+/// the whole string must be one decimal number as Prometheus writes it. No
+/// whitespace, no hex, no other spellings of NaN or infinity, nothing out of
+/// double's range. (std::from_chars, unlike strtod, accepts none of those.)
 inline std::optional<double> prometheus_number(std::string_view s) {
   if (s == "NaN") return std::nan("");
   if (s == "+Inf" || s == "Inf") return HUGE_VAL;
   if (s == "-Inf") return -HUGE_VAL;
   if (s.empty() || s.size() > 64) return std::nullopt;
-  const std::string copy(s);
-  char* end = nullptr;
-  const double v = std::strtod(copy.c_str(), &end);
-  if (end != copy.c_str() + copy.size()) return std::nullopt;  // junk after the number
-  return v;
+  const char* first = s.data();
+  const char* last = s.data() + s.size();
+  const bool negative = *first == '-';
+  if (negative) ++first;
+  if (first == last || !((*first >= '0' && *first <= '9') || *first == '.')) return std::nullopt;  // "-inf", "nan", "-"
+  double v = 0;
+  const auto [end, ec] = std::from_chars(first, last, v);
+  if (ec != std::errc() || end != last) return std::nullopt;  // junk after the number, or out of range
+  return negative ? -v : v;
 }
 
 /// Decodes a Prometheus API response body. `status: error` becomes

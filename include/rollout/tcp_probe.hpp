@@ -31,7 +31,7 @@ class TcpProbe {
 public:
   /// Throws `invalid_option` unless `timeout` is positive.
   explicit TcpProbe(Duration timeout = std::chrono::seconds(1)) : timeout_(timeout) {
-    if (timeout_ <= Duration::zero()) throw invalid_option("timeout", format_duration(timeout_), "must be greater than 0");
+    require_duration("timeout", timeout_, DurationRule::positive);
   }
 
   boost::asio::awaitable<HealthResult> check(const Instance& instance) {

@@ -87,7 +87,7 @@ public:
   /// Throws `invalid_option` for an unparsable URL, a header with CR/LF, or a zero queue.
   explicit WebhookNotifier(WebhookOptions options) : opts_(std::move(options)), rng_(opts_.retry.seed) {
     if (opts_.queue_limit == 0) throw invalid_option("queue_limit", "0", "must be at least 1");
-    if (opts_.timeout <= Duration::zero()) throw invalid_option("timeout", format_duration(opts_.timeout), "must be greater than 0");
+    require_duration("timeout", opts_.timeout, DurationRule::positive);
     opts_.retry.validate("retry");
     for (std::size_t i = 0; i < opts_.urls.size(); ++i) {
       auto u = boost::urls::parse_uri(opts_.urls[i]);

@@ -10,6 +10,7 @@
 //   /name              200 with the server's name (for load-balancing tests)
 //   /slow              200 after 5 s
 //   /garbage           bytes that are not HTTP, then close
+//   /badstatus         a status line whose code is not a number ("HTTP/1.1 2OO OK")
 //   /reset             connection reset (RST)
 //   /big               200 with a 1 MiB body
 //   /endless           a chunked body that never ends
@@ -161,6 +162,9 @@ private:
         co_return;
       } else if (target == "/garbage") {
         co_await write_raw(*s, std::string("\x01\x02 not http at all\r\n\r\n", 22));
+        co_return;
+      } else if (target == "/badstatus") {
+        co_await write_raw(*s, "HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok");
         co_return;
       } else if (target == "/reset") {
         s->set_option(tcp::socket::linger(true, 0));

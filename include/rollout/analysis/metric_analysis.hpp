@@ -118,10 +118,10 @@ struct MetricCheck {
         throw invalid_option(field("success_condition"), "none", "set a success condition, a failure condition, or both");
       }
     }
-    if (interval && *interval <= Duration::zero()) throw invalid_option(field("interval"), format_duration(*interval), "must be greater than 0");
+    if (interval) require_duration(field("interval"), *interval, DurationRule::positive);
     if (count && *count < 1) throw invalid_option(field("count"), fmt::format("{}", *count), "must be at least 1");
     if (count && *count > 1 && !interval) throw invalid_option(field("count"), fmt::format("{}", *count), "needs an interval");
-    if (initial_delay < Duration::zero()) throw invalid_option(field("initial_delay"), format_duration(initial_delay), "must not be negative");
+    require_duration(field("initial_delay"), initial_delay, DurationRule::non_negative);
     if (failure_limit < -1) throw invalid_option(field("failure_limit"), fmt::format("{}", failure_limit), "must be -1 (off) or more");
     if (inconclusive_limit < 0) throw invalid_option(field("inconclusive_limit"), fmt::format("{}", inconclusive_limit), "must not be negative");
     if (consecutive_error_limit < 0) {
@@ -130,7 +130,7 @@ struct MetricCheck {
     if (consecutive_success_limit < 0) {
       throw invalid_option(field("consecutive_success_limit"), fmt::format("{}", consecutive_success_limit), "must not be negative");
     }
-    if (timeout <= Duration::zero()) throw invalid_option(field("timeout"), format_duration(timeout), "must be greater than 0");
+    require_duration(field("timeout"), timeout, DurationRule::positive);
   }
 };
 

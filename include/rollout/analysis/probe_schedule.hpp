@@ -32,15 +32,9 @@ struct ProbeSpec {
 
   /// Throws `invalid_option` naming `prefix.field` and the value for any field out of range.
   void validate(std::string_view prefix) const {
-    if (initial_delay < Duration::zero()) {
-      throw invalid_option(fmt::format("{}.initial_delay", prefix), format_duration(initial_delay), "must not be negative");
-    }
-    if (period <= Duration::zero()) {
-      throw invalid_option(fmt::format("{}.period", prefix), format_duration(period), "must be greater than 0");
-    }
-    if (timeout <= Duration::zero()) {
-      throw invalid_option(fmt::format("{}.timeout", prefix), format_duration(timeout), "must be greater than 0");
-    }
+    require_duration(fmt::format("{}.initial_delay", prefix), initial_delay, DurationRule::non_negative);
+    require_duration(fmt::format("{}.period", prefix), period, DurationRule::positive);
+    require_duration(fmt::format("{}.timeout", prefix), timeout, DurationRule::positive);
     if (success_threshold < 1) {
       throw invalid_option(fmt::format("{}.success_threshold", prefix), fmt::format("{}", success_threshold), "must be at least 1");
     }

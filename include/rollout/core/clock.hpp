@@ -4,6 +4,8 @@
 /// Time: `Duration`, `TimePoint`, the `Clock` and `Timer` concepts, the default
 /// `SteadyClock`, and `format_duration` for human-readable durations.
 
+#include <rollout/core/error.hpp>
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -15,6 +17,7 @@
 #include <concepts>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace rollout {
 
@@ -108,6 +111,33 @@ inline std::string format_duration(Duration d) {
   if (ns >= 1'000'000) return trimmed(static_cast<double>(ns) / 1e6) + "ms";
   if (ns >= 1'000) return trimmed(static_cast<double>(ns) / 1e3) + "us";
   return fmt::format("{}ns", ns);
+}
+
+
+/// The longest duration any option accepts: 366 days. No rollout waits that
+/// long on purpose, and durations near `Duration::max()` would overflow the
+/// deadline arithmetic (`now + d`), so a larger value is a mistake to report.
+inline constexpr Duration max_option_duration = std::chrono::hours(24 * 366);
+
+/// Which durations an option accepts besides the upper bound.
+enum class DurationRule {
+  positive,      ///< Greater than 0.
+  non_negative,  ///< 0 or more.
+};
+
+/// Throws `invalid_option` naming `field` and `d` unless `d` follows `rule` and
+/// is at most `max_option_duration`. Every option validator uses it, so every
+/// duration option has the same bounds and the same messages.
+inline void require_duration(std::string_view field, Duration d, DurationRule rule) {
+  if (rule == DurationRule::positive && d <= Duration::zero()) {
+    throw invalid_option(field, format_duration(d), "must be greater than 0");
+  }
+  if (rule == DurationRule::non_negative && d < Duration::zero()) {
+    throw invalid_option(field, format_duration(d), "must not be negative");
+  }
+  if (d > max_option_duration) {
+    throw invalid_option(field, format_duration(d), fmt::format("must be at most {}", format_duration(max_option_duration)));
+  }
 }
 
 }  // namespace rollout

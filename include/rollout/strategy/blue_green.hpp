@@ -65,18 +65,12 @@ struct BlueGreenOptions {
   void validate() const {
     probe.validate("probe");
     if (probe_concurrency < 1) throw invalid_option("probe_concurrency", "0", "must be at least 1");
-    auto positive = [](const char* field, Duration d) {
-      if (d <= Duration::zero()) throw invalid_option(field, format_duration(d), "must be greater than 0");
-    };
-    auto non_negative = [](const char* field, Duration d) {
-      if (d < Duration::zero()) throw invalid_option(field, format_duration(d), "must not be negative");
-    };
-    positive("ready_deadline", ready_deadline);
-    non_negative("auto_promote_after", auto_promote_after);
-    non_negative("verify_for", verify_for);
-    positive("check_timeout", check_timeout);
-    non_negative("scale_down_delay", scale_down_delay);
-    positive("lb_timeout", lb_timeout);
+    require_duration("ready_deadline", ready_deadline, DurationRule::positive);
+    require_duration("auto_promote_after", auto_promote_after, DurationRule::non_negative);
+    require_duration("verify_for", verify_for, DurationRule::non_negative);
+    require_duration("check_timeout", check_timeout, DurationRule::positive);
+    require_duration("scale_down_delay", scale_down_delay, DurationRule::non_negative);
+    require_duration("lb_timeout", lb_timeout, DurationRule::positive);
     lb_retry.validate("lb_retry");
   }
 };

@@ -89,9 +89,7 @@ public:
           last = s.weight;
           break;
         case CanaryStep::pause:
-          if (s.duration && *s.duration <= Duration::zero()) {
-            throw invalid_option(fmt::format("steps[{}].duration", i), format_duration(*s.duration), "must be greater than 0");
-          }
+          if (s.duration) require_duration(fmt::format("steps[{}].duration", i), *s.duration, DurationRule::positive);
           break;
         case CanaryStep::analyze: s.analysis.validate(fmt::format("steps[{}].analysis", i)); break;
       }
@@ -117,7 +115,7 @@ public:
   /// Flagger's `stepWeights`: each weight for one `interval`, then the per-step analysis.
   static CanaryPlan weights(std::vector<Percent> ws, Duration interval, std::optional<AnalysisSpec> each = {}) {
     if (ws.empty()) throw invalid_option("step_weights", "[]", "needs at least one weight");
-    if (interval <= Duration::zero()) throw invalid_option("interval", format_duration(interval), "must be greater than 0");
+    require_duration("interval", interval, DurationRule::positive);
     std::vector<CanaryStep> out;
     for (auto w : ws) {
       out.push_back(steps::set_weight(w));
@@ -168,7 +166,7 @@ struct CanaryOptions {
                              fmt::format("must be a step index below {}", plan_size));
       }
     }
-    if (lb_timeout <= Duration::zero()) throw invalid_option("lb_timeout", format_duration(lb_timeout), "must be greater than 0");
+    require_duration("lb_timeout", lb_timeout, DurationRule::positive);
     lb_retry.validate("lb_retry");
   }
 };

@@ -106,35 +106,35 @@ struct RollingOptions {
   Duration call_timeout{std::chrono::minutes(1)};           ///< Bound on each create, retire and list call (> 0).
   Backoff retry{};                                          ///< Retries of transient orchestrator errors.
 
+  /// The largest `desired` (and count budget) accepted: one million instances.
+  static constexpr std::int64_t max_fleet = 1'000'000;
+
   /// Throws `invalid_option` naming the field and the value for any option out of range.
   void validate() const {
-    if (desired < 1) throw invalid_option("desired", fmt::format("{}", desired), "must be at least 1");
-    if (!max_surge.is_percent() && max_surge.count() < 0) {
-      throw invalid_option("max_surge", max_surge.text(), "must not be negative");
+    // The upper bounds keep desired + surge and the budget arithmetic far from overflow.
+    if (desired < 1 || desired > max_fleet) {
+      throw invalid_option("desired", fmt::format("{}", desired), fmt::format("must be within 1..{}", max_fleet));
     }
-    if (!max_unavailable.is_percent() && max_unavailable.count() < 0) {
-      throw invalid_option("max_unavailable", max_unavailable.text(), "must not be negative");
+    if (!max_surge.is_percent() && (max_surge.count() < 0 || max_surge.count() > max_fleet)) {
+      throw invalid_option("max_surge", max_surge.text(), fmt::format("must be within 0..{}", max_fleet));
+    }
+    if (!max_unavailable.is_percent() && (max_unavailable.count() < 0 || max_unavailable.count() > max_fleet)) {
+      throw invalid_option("max_unavailable", max_unavailable.text(), fmt::format("must be within 0..{}", max_fleet));
     }
     if (max_surge.is_zero() && max_unavailable.is_zero()) {
       throw invalid_option("max_surge", fmt::format("{} (max_unavailable {})", max_surge.text(), max_unavailable.text()),
                            "max_surge and max_unavailable are both 0: the update could never make progress");
     }
-    if (min_ready < Duration::zero()) throw invalid_option("min_ready", format_duration(min_ready), "must not be negative");
-    if (ready_deadline <= Duration::zero()) {
-      throw invalid_option("ready_deadline", format_duration(ready_deadline), "must be greater than 0");
-    }
+    require_duration("min_ready", min_ready, DurationRule::non_negative);
+    require_duration("ready_deadline", ready_deadline, DurationRule::positive);
     if (max_failed_instances < 1) {
       throw invalid_option("max_failed_instances", fmt::format("{}", max_failed_instances), "must be at least 1");
     }
-    if (progress_deadline <= Duration::zero()) {
-      throw invalid_option("progress_deadline", format_duration(progress_deadline), "must be greater than 0");
-    }
+    require_duration("progress_deadline", progress_deadline, DurationRule::positive);
     if (partition < 0 || partition > desired) {
       throw invalid_option("partition", fmt::format("{}", partition), fmt::format("must be within 0..desired ({})", desired));
     }
-    if (call_timeout <= Duration::zero()) {
-      throw invalid_option("call_timeout", format_duration(call_timeout), "must be greater than 0");
-    }
+    require_duration("call_timeout", call_timeout, DurationRule::positive);
     retry.validate("retry");
   }
 };
