@@ -36,6 +36,9 @@ using testing::SimClock;
 namespace {
 
 constexpr Duration beyond = max_option_duration + std::chrono::seconds(1);
+// Percent constants at namespace scope: clang 14 does not evaluate the consteval
+// _pct literal inside generic lambdas and function templates (it emits a call).
+constexpr Percent pct0 = 0_pct, pct5 = 5_pct, pct10 = 10_pct, pct20 = 20_pct, pct50 = 50_pct, pct100 = 100_pct;
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 constexpr double inf = std::numeric_limits<double>::infinity();
 
@@ -82,7 +85,7 @@ void canary(F mutate) {
   Revision stable{"v1"}, next{"v2"};
   mutate(o, stable, next);
   Canary<testing::ScriptedLoadBalancer<>, testing::ScriptedMetrics<>, SimClock> c(
-      lb, metrics, stable, next, CanaryPlan::of({steps::set_weight(10_pct), steps::pause(1min)}), o, clock);
+      lb, metrics, stable, next, CanaryPlan::of({steps::set_weight(pct10), steps::pause(1min)}), o, clock);
 }
 template <class F>
 void canary_opt(F mutate) {
@@ -93,7 +96,7 @@ template <class F>
 void check(F mutate) {
   auto m = metric();
   mutate(m);
-  CanaryPlan::of({steps::set_weight(10_pct), steps::analyze(AnalysisSpec{"a", {m}})});
+  CanaryPlan::of({steps::set_weight(pct10), steps::analyze(AnalysisSpec{"a", {m}})});
 }
 template <class F>
 void judge(F mutate) {
@@ -106,7 +109,7 @@ void judge(F mutate) {
   j.metrics.push_back(jm);
   mutate(j);
   m.judge = j;
-  CanaryPlan::of({steps::set_weight(10_pct), steps::analyze(AnalysisSpec{"a", {m}})});
+  CanaryPlan::of({steps::set_weight(pct10), steps::analyze(AnalysisSpec{"a", {m}})});
 }
 
 template <class F>
@@ -152,10 +155,11 @@ void process(F mutate) {
   o.validate();
 }
 
+constexpr auto i64max = std::numeric_limits<std::int64_t>::max();
+constexpr auto i64min = std::numeric_limits<std::int64_t>::min();
+constexpr auto imax = std::numeric_limits<int>::max();
+
 std::vector<Bad> bad_values() {
-  const auto i64max = std::numeric_limits<std::int64_t>::max();
-  const auto i64min = std::numeric_limits<std::int64_t>::min();
-  const auto imax = std::numeric_limits<int>::max();
   std::vector<Bad> v{
       // ---- BlueGreenOptions and its ProbeSpec and Backoff
       {"probe.initial_delay", "-1s", [] { bg_opt([](auto& o) { o.probe.initial_delay = -1s; }); }},
@@ -215,29 +219,29 @@ std::vector<Bad> bad_values() {
       {"stable", "\"\"", [] { canary([](auto&, auto& s, auto&) { s.id.clear(); }); }},
       {"canary", "\"v1\"", [] { canary([](auto&, auto&, auto& n) { n.id = "v1"; }); }},
       {"steps", "[]", [] { CanaryPlan::of({}); }},
-      {"steps[1].weight", "10%", [] { CanaryPlan::of({steps::set_weight(20_pct), steps::set_weight(10_pct)}); }},
+      {"steps[1].weight", "10%", [] { CanaryPlan::of({steps::set_weight(pct20), steps::set_weight(pct10)}); }},
       {"steps[0].duration", "0s", [] { CanaryPlan::of({steps::pause(0s)}); }},
       {"steps[0].duration", "-1m", [] { CanaryPlan::of({steps::pause(-1min)}); }},
       {"steps[0].duration", "8784h0m1s", [] { CanaryPlan::of({steps::pause(beyond)}); }},
       {"steps[0].duration", "forever", [] { CanaryPlan::of({steps::pause(Duration::max())}); }},
       {"steps[0].analysis.metrics", "[]", [] { CanaryPlan::of({steps::analyze(AnalysisSpec{"a", {}})}); }},
-      {"step_weight", "0%", [] { CanaryPlan::linear(0_pct, 50_pct, 1min); }},
-      {"max_weight", "10%", [] { CanaryPlan::linear(20_pct, 10_pct, 1min); }},
-      {"interval", "0s", [] { CanaryPlan::linear(10_pct, 50_pct, 0s); }},
-      {"interval", "forever", [] { CanaryPlan::weights({5_pct}, Duration::max()); }},
+      {"step_weight", "0%", [] { CanaryPlan::linear(pct0, pct50, 1min); }},
+      {"max_weight", "10%", [] { CanaryPlan::linear(pct20, pct10, 1min); }},
+      {"interval", "0s", [] { CanaryPlan::linear(pct10, pct50, 0s); }},
+      {"interval", "forever", [] { CanaryPlan::weights({pct5}, Duration::max()); }},
       {"step_weights", "[]", [] { CanaryPlan::weights({}, 1min); }},
       {"weight", "101%", [] { (void)Percent::from_percent(101, "weight"); }},
       {"weight", "-1%", [] { (void)Percent::from_percent(-1, "weight"); }},
-      {"weight", "9223372036854775807%", [i64max] { (void)Percent::from_percent(i64max, "weight"); }},
+      {"weight", "9223372036854775807%", [] { (void)Percent::from_percent(i64max, "weight"); }},
       {"weight", "10001 basis points", [] { (void)Percent::from_basis_points(10001, "weight"); }},
-      {"weight", "-9223372036854775808 basis points", [i64min] { (void)Percent::from_basis_points(i64min, "weight"); }},
+      {"weight", "-9223372036854775808 basis points", [] { (void)Percent::from_basis_points(i64min, "weight"); }},
       {"steps[1].analysis.metrics[0].name", "\"\"", [] { check([](auto& m) { m.name.clear(); }); }},
       {"steps[1].analysis.metrics[0].interval", "0s", [] { check([](auto& m) { m.interval = 0s; }); }},
       {"steps[1].analysis.metrics[0].interval", "-1s", [] { check([](auto& m) { m.interval = -1s; }); }},
       {"steps[1].analysis.metrics[0].interval", "forever", [] { check([](auto& m) { m.interval = Duration::max(); }); }},
       {"steps[1].analysis.metrics[0].count", "0", [] { check([](auto& m) { m.count = 0; }); }},
       {"steps[1].analysis.metrics[0].count", "-2147483648", [] { check([](auto& m) { m.count = std::numeric_limits<int>::min(); }); }},
-      {"steps[1].analysis.metrics[0].count", "2147483647", [imax] { check([imax](auto& m) { m.count = imax; m.interval.reset(); }); }},
+      {"steps[1].analysis.metrics[0].count", "2147483647", [] { check([](auto& m) { m.count = imax; m.interval.reset(); }); }},
       {"steps[1].analysis.metrics[0].initial_delay", "-1s", [] { check([](auto& m) { m.initial_delay = -1s; }); }},
       {"steps[1].analysis.metrics[0].initial_delay", "8784h0m1s", [] { check([](auto& m) { m.initial_delay = beyond; }); }},
       {"steps[1].analysis.metrics[0].failure_limit", "-2", [] { check([](auto& m) { m.failure_limit = -2; }); }},
@@ -263,12 +267,12 @@ std::vector<Bad> bad_values() {
       // ---- RollingOptions
       {"desired", "0", [] { rolling_opt([](auto& o) { o.desired = 0; }); }},
       {"desired", "-1", [] { rolling_opt([](auto& o) { o.desired = -1; }); }},
-      {"desired", "9223372036854775807", [i64max] { rolling_opt([i64max](auto& o) { o.desired = i64max; }); }},
+      {"desired", "9223372036854775807", [] { rolling_opt([](auto& o) { o.desired = i64max; }); }},
       {"desired", "1000001", [] { rolling_opt([](auto& o) { o.desired = 1'000'001; }); }},
       {"max_surge", "-1", [] { rolling_opt([](auto& o) { o.max_surge = -1; }); }},
-      {"max_surge", "9223372036854775807", [i64max] { rolling_opt([i64max](auto& o) { o.max_surge = i64max; }); }},
-      {"max_unavailable", "-9223372036854775808", [i64min] { rolling_opt([i64min](auto& o) { o.max_unavailable = i64min; }); }},
-      {"max_surge", "0 (max_unavailable 0%)", [] { rolling_opt([](auto& o) { o.max_surge = 0; o.max_unavailable = 0_pct; }); }},
+      {"max_surge", "9223372036854775807", [] { rolling_opt([](auto& o) { o.max_surge = i64max; }); }},
+      {"max_unavailable", "-9223372036854775808", [] { rolling_opt([](auto& o) { o.max_unavailable = i64min; }); }},
+      {"max_surge", "0 (max_unavailable 0%)", [] { rolling_opt([](auto& o) { o.max_surge = 0; o.max_unavailable = pct0; }); }},
       {"min_ready", "-1s", [] { rolling_opt([](auto& o) { o.min_ready = -1s; }); }},
       {"min_ready", "forever", [] { rolling_opt([](auto& o) { o.min_ready = Duration::max(); }); }},
       {"ready_deadline", "0s", [] { rolling_opt([](auto& o) { o.ready_deadline = 0s; }); }},
@@ -395,7 +399,7 @@ TEST_CASE("the values at the edges of each range are accepted") {
     o.lb_retry.jitter = 1.0;
     o.lb_retry.multiplier = 1.0;
   }));
-  CHECK_NOTHROW(CanaryPlan::of({steps::set_weight(Percent::from_basis_points(1)), steps::set_weight(100_pct), steps::pause(max_option_duration)}));
+  CHECK_NOTHROW(CanaryPlan::of({steps::set_weight(Percent::from_basis_points(1)), steps::set_weight(pct100), steps::pause(max_option_duration)}));
   CHECK_NOTHROW((void)Percent::from_percent(100, "weight"));
   CHECK_NOTHROW((void)Percent::from_basis_points(0, "weight"));
   CHECK_NOTHROW(check([](auto& m) {
@@ -411,7 +415,7 @@ TEST_CASE("the values at the edges of each range are accepted") {
   }));
   CHECK_NOTHROW(rolling_opt([](auto& o) {
     o.max_surge = 0;
-    o.max_unavailable = 100_pct;
+    o.max_unavailable = pct100;
   }));
   CHECK_NOTHROW(http([](auto& o) {
     o.min_status = 100;
