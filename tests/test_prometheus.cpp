@@ -208,9 +208,10 @@ TEST_CASE("decoding: every result type, and hostile JSON named by its path") {
       {"{\"status\":\"succ\xff\"}", "prometheus: response is not JSON: syntax error"},
       {"", "prometheus: response is not JSON: incomplete JSON"},
   };
-  for (const auto& [body, want] : shapes) {
+  for (const auto& shape : shapes) {  // (no structured binding: clang 14 cannot capture one in CAPTURE)
+    const std::string& body = shape.first;
     CAPTURE(body);
-    CHECK(path(body.c_str()) == want);
+    CHECK(path(body.c_str()) == shape.second);
   }
   // Numbers as strings, with junk: only what Prometheus writes is a number.
   for (const char* v : {" 12", "12 ", "0x10", "1e999", "-1e999", "inf", "-inf", "nan", "Infinity", "", "1,5", "+1", "1.2.3", "--1", "-",
@@ -219,11 +220,12 @@ TEST_CASE("decoding: every result type, and hostile JSON named by its path") {
     CHECK(contains(path(fmt::format(R"({{"status":"success","data":{{"resultType":"scalar","result":[1,"{}"]}}}})", v).c_str()),
                    "has a value that is not a number"));
   }
-  for (const auto& [text, value] : std::vector<std::pair<const char*, double>>{{"1", 1}, {"-2.5e-05", -2.5e-05}, {".5", 0.5}, {"1e308", 1e308}, {"0", 0}}) {
+  for (const auto& good : std::vector<std::pair<const char*, double>>{{"1", 1}, {"-2.5e-05", -2.5e-05}, {".5", 0.5}, {"1e308", 1e308}, {"0", 0}}) {
+    const char* text = good.first;
     CAPTURE(text);
     auto r = decode_prometheus(fmt::format(R"({{"status":"success","data":{{"resultType":"scalar","result":[1,"{}"]}}}})", text), V, true);
     REQUIRE(r.has_value());
-    CHECK(std::get<double>(*r) == value);
+    CHECK(std::get<double>(*r) == good.second);
   }
   // An error reply with its fields missing or of the wrong type still says what it can.
   auto missing = decode_prometheus(R"({"status":"error","error":5})", V, true);
