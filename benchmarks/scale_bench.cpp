@@ -55,7 +55,29 @@ struct Row {
   std::string outcome;
   Duration simulated{};
   double cpu = 0;
+  std::size_t timeline_bytes = 0;  ///< heap and inline bytes of every outcome's event timeline
 };
+
+/// The bytes an outcome's timeline holds: the vector's capacity, and each
+/// event's strings and split beyond their small-string buffers. This is the
+/// part of the peak memory that is the run's explanation of itself.
+std::size_t timeline_bytes(const Outcome& o) {
+  auto heap = [](const std::string& s) { return s.capacity() > 15 ? s.capacity() + 1 : 0; };
+  std::size_t n = o.timeline.capacity() * sizeof(Event);
+  for (const auto& e : o.timeline) {
+    n += heap(e.strategy) + heap(e.subject) + heap(e.detail);
+    if (e.split) {
+      n += e.split->shares().capacity() * sizeof(TrafficSplit::Share);
+      for (const auto& sh : e.split->shares()) n += heap(sh.group);
+    }
+  }
+  return n;
+}
+std::size_t timeline_bytes(const std::vector<Outcome>& outs) {
+  std::size_t n = 0;
+  for (const auto& o : outs) n += timeline_bytes(o);
+  return n;
+}
 
 /// Spawns `n` runs of `make()` on one io_context and drives them to the end.
 template <class Strategy>
@@ -106,7 +128,7 @@ Row canaries(std::size_t n) {
   }
   const double cpu0 = cpu_seconds();
   const auto outs = run_all(io, clock, runs);
-  Row r{"canary", n, n * (plan.steps().size() + 1), summarize(outs), outs.front().elapsed, cpu_seconds() - cpu0};
+  Row r{"canary", n, n * (plan.steps().size() + 1), summarize(outs), outs.front().elapsed, cpu_seconds() - cpu0, timeline_bytes(outs)};
   return r;
 }
 
@@ -138,7 +160,7 @@ Row rolling(std::size_t n) {
       ++steps;
     }
   }
-  return Row{"rolling", n, steps, fmt::format("1 {}", out.status), out.elapsed, cpu};
+  return Row{"rolling", n, steps, fmt::format("1 {}", out.status), out.elapsed, cpu, timeline_bytes(out)};
 }
 
 /// 100 blue-greens of 100 instances: probe every 10 s, verify for 1 min.
@@ -168,7 +190,7 @@ Row blue_greens(std::size_t n) {
   }
   const double cpu0 = cpu_seconds();
   const auto outs = run_all(io, clock, runs);
-  return Row{"blue_green", n * per, probe.total_probes(), summarize(outs), outs.front().elapsed, cpu_seconds() - cpu0};
+  return Row{"blue_green", n * per, probe.total_probes(), summarize(outs), outs.front().elapsed, cpu_seconds() - cpu0, timeline_bytes(outs)};
 }
 
 Row run_one(const std::string& which, std::size_t size) {
@@ -192,6 +214,10 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = std::stoi(argv[++i]);
   }
   if (!only.empty()) {
+    if (size == 0) {
+      fmt::print(stderr, "scale_bench: --only needs --size N with N > 0\n");
+      return 2;
+    }
     // One scenario: the first run measures peak memory, the best of `runs` CPU.
     const long before = rss_kb();
     Row best = run_one(only, size);
@@ -202,9 +228,10 @@ int main(int argc, char** argv) {
     }
     const double per_step = best.cpu * 1e6 / static_cast<double>(best.steps);
     const double rss_per = static_cast<double>(after - before) * 1024.0 / static_cast<double>(best.instances);
-    fmt::print("| {} | {} | {} | {} | {:.3f} s | {} | {:.2f} us | {:.0f} B | {} |\n", best.scenario, best.instances, best.outcome,
-               format_duration(best.simulated), best.cpu, best.steps, per_step, rss_per,
-               per_step < 5.0 && rss_per < 2048 ? "met" : "MISSED");
+    fmt::print("| {} | {} | {} | {} | {:.3f} s | {} | {:.2f} us | {:.0f} B | {} | {:.0f} B |\n", best.scenario, best.instances,
+               best.outcome, format_duration(best.simulated), best.cpu, best.steps, per_step, rss_per,
+               per_step < 5.0 && rss_per < 2048 ? "met" : "MISSED",
+               static_cast<double>(best.timeline_bytes) / static_cast<double>(best.instances));
     return 0;
   }
   struct Spec {
@@ -214,8 +241,8 @@ int main(int argc, char** argv) {
   const std::array<Spec, 3> specs{Spec{"canary", smoke ? 20u : 1000u}, Spec{"rolling", smoke ? 200u : 10000u},
                                   Spec{"blue_green", smoke ? 2u : 100u}};
   fmt::print("Scale in simulated time (scripted policies, no I/O), each scenario in its own process, CPU best of {}\n", smoke ? 1 : 3);
-  fmt::print("| scenario | instances | outcome | simulated | CPU | instance-steps | CPU per instance-step | peak RSS per instance | target (< 5 us, < 2 KB) |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|---|\n");
+  fmt::print("| scenario | instances | outcome | simulated | CPU | instance-steps | CPU per instance-step | peak RSS per instance | target (< 5 us, < 2 KB) | of which timeline |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
   std::fflush(stdout);
   int failures = 0;
   for (const auto& s : specs) {
@@ -226,6 +253,7 @@ int main(int argc, char** argv) {
              "  an instance-step one step or the promotion. rolling: one update of 10,000 instances (surge 25%, unavailable 10%,\n"
              "  start-up 1-30 s); an instance-step is a created, ready, retiring or retired transition. blue_green: 100 switches of\n"
              "  100 instances each (probe every 10 s, 1 min verification); an instance-step is one probe. Memory includes the\n"
-             "  scripted policies and every run's full event timeline.\n");
+             "  scripted policies and every run's full event timeline; the last column is the timeline's share (its events,\n"
+             "  strings and splits, per instance).\n");
   return failures == 0 ? 0 : 1;
 }

@@ -37,20 +37,29 @@ public:
   template <class Token>
   auto async_wait(Token&& token) {
     return boost::asio::async_initiate<Token, void(error_code)>(
-        [this](auto handler) {
-          auto w = make_pending_wait(std::move(handler), ex_);
-          const auto id = next_id_++;
-          if (w->slot.is_connected()) {
-            w->slot.assign([this, id](boost::asio::cancellation_type_t type) {
-              if (type == boost::asio::cancellation_type::none) return;
-              auto it = waiters_.find(id);
-              if (it == waiters_.end()) return;
-              auto pending = std::move(it->second);
-              waiters_.erase(it);
-              complete(std::move(pending), boost::asio::error::operation_aborted, /*from_slot=*/true);
-            });
-          }
-          waiters_.emplace(id, std::move(w));
+        [this](auto handler) { enqueue(make_pending_wait(std::move(handler), ex_)); }, token);
+  }
+
+  /// Waits for the next `notify_all()` or for `timer` to expire, whichever comes
+  /// first, without a parallel group (this is the strategies' hottest wait).
+  /// Completes with success when notified, `error::timed_out` when the timer
+  /// expired first, and `operation_aborted` when cancelled (the handler's slot, or
+  /// the notifier's destruction). The caller arms `timer` before and destroys or
+  /// cancels it after; its late completion finds nothing left to do. Signature
+  /// `void(error_code)`.
+  template <class Timer, class Token>
+  auto async_wait_until(Timer& timer, Token&& token) {
+    return boost::asio::async_initiate<Token, void(error_code)>(
+        [this, &timer](auto handler) {
+          const auto id = enqueue(make_pending_wait(std::move(handler), ex_));
+          timer.async_wait([this, id, alive = std::weak_ptr<int>(alive_)](error_code ec) {
+            if (ec || alive.expired()) return;  // cancelled, or the notifier is gone
+            auto it = waiters_.find(id);
+            if (it == waiters_.end()) return;  // notified or cancelled first
+            auto pending = std::move(it->second);
+            waiters_.erase(it);
+            complete(std::move(pending), boost::asio::error::timed_out);
+          });
         },
         token);
   }
@@ -74,9 +83,27 @@ public:
   const boost::asio::any_io_executor& get_executor() const noexcept { return ex_; }
 
 private:
+  /// Registers `w` (and its cancellation) and returns its id.
+  std::uint64_t enqueue(std::unique_ptr<PendingWait> w) {
+    const auto id = next_id_++;
+    if (w->slot.is_connected()) {
+      w->slot.assign([this, id](boost::asio::cancellation_type_t type) {
+        if (type == boost::asio::cancellation_type::none) return;
+        auto it = waiters_.find(id);
+        if (it == waiters_.end()) return;
+        auto pending = std::move(it->second);
+        waiters_.erase(it);
+        complete(std::move(pending), boost::asio::error::operation_aborted, /*from_slot=*/true);
+      });
+    }
+    waiters_.emplace(id, std::move(w));
+    return id;
+  }
+
   boost::asio::any_io_executor ex_;
   std::uint64_t next_id_ = 0;
   std::map<std::uint64_t, std::unique_ptr<PendingWait>> waiters_;
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // timer callbacks check it: the notifier may be gone
 };
 
 }  // namespace rollout::detail

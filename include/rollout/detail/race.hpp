@@ -116,10 +116,12 @@ asio::awaitable<void> sleep_until(const C& clock, TimePoint tp) {
   co_await timer.async_wait(asio::use_awaitable);
 }
 
-/// Sleeps for `d` on `clock`. Throws `operation_aborted` when cancelled.
+/// Sleeps for `d` on `clock`, from the moment of the call (co_await it at once).
+/// Throws `operation_aborted` when cancelled. Not a coroutine itself: one
+/// coroutine frame per sleep instead of two.
 template <Clock C>
 asio::awaitable<void> sleep_for(const C& clock, Duration d) {
-  co_await sleep_until(clock, add_saturating(clock.now(), d));
+  return sleep_until(clock, add_saturating(clock.now(), d));
 }
 
 /// Why `wait_for_change` returned.
@@ -139,11 +141,9 @@ asio::awaitable<Wake> wait_for_change(const C& clock, Notifier& n, TimePoint dea
   }
   auto timer = clock.make_timer(ex);
   timer.expires_at(deadline);
-  auto [order, ec_n, ec_t] =
-      co_await asio::experimental::make_parallel_group(n.async_wait(asio::deferred), timer.async_wait(asio::deferred))
-          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-  if (order[0] == 0) co_return ec_n ? Wake::cancelled : Wake::notified;
-  co_return ec_t ? Wake::cancelled : Wake::deadline;
+  auto [ec] = co_await n.async_wait_until(timer, asio::as_tuple(asio::use_awaitable));
+  if (!ec) co_return Wake::notified;
+  co_return ec == asio::error::timed_out ? Wake::deadline : Wake::cancelled;
 }
 
 }  // namespace rollout::detail
