@@ -2,7 +2,8 @@
 
 /// @file
 /// Time: `Duration`, `TimePoint`, the `Clock` and `Timer` concepts, the default
-/// `SteadyClock`, and `format_duration` for human-readable durations.
+/// `SteadyClock`, `format_duration` for human-readable durations, and
+/// `require_duration`, the bounds every duration option shares.
 
 #include <rollout/core/error.hpp>
 
@@ -112,7 +113,6 @@ inline std::string format_duration(Duration d) {
   if (ns >= 1'000) return trimmed(static_cast<double>(ns) / 1e3) + "us";
   return fmt::format("{}ns", ns);
 }
-
 
 /// The longest duration any option accepts: 366 days. No rollout waits that
 /// long on purpose, and durations near `Duration::max()` would overflow the
