@@ -478,7 +478,7 @@ std::vector<std::string> two_hour_run(Duration& virtual_elapsed) {
 
 }  // namespace
 
-TEST_CASE("two hours of pauses run in milliseconds, with the same events every run") {
+TEST_CASE("two hours of pauses give the same events every run, in simulated time (wall time printed)") {
   Duration virtual_elapsed{};
   const auto reference = two_hour_run(virtual_elapsed);
   CHECK(virtual_elapsed >= 2h);
@@ -493,9 +493,6 @@ TEST_CASE("two hours of pauses run in milliseconds, with the same events every r
   }
   MESSAGE(fmt::format("{} of simulated rollout ({} events) in {} of wall time (fastest of 3)", format_duration(virtual_elapsed),
                       reference.size(), format_duration(fastest)));
-#if !defined(ROLLOUT_SANITIZED)
-  // The foundation's promise: hours of pauses cost milliseconds. Sanitizer builds
-  // run many times slower by design, so only the plain build checks the figure.
-  CHECK(fastest < 100ms);
-#endif
+  // The wall time is printed, not asserted: timings belong in benchmarks/
+  // (scale_bench and overhead_bench measure them), never in a test's verdict.
 }
