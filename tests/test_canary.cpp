@@ -6,6 +6,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "support/error_rate.hpp"
+
 #include <rollout/strategy/canary.hpp>
 #include <rollout/testing/testing.hpp>
 
@@ -34,16 +36,7 @@ namespace {
 
 TrafficSplit all_stable() { return TrafficSplit::of({{"stable", Percent::full()}, {"canary", Percent{}}}); }
 
-MetricCheck error_rate(std::optional<Duration> interval = 1min, std::optional<int> count = 3, int failure_limit = 0) {
-  MetricCheck m;
-  m.name = "error-rate";
-  m.query = MetricQuery{"error-rate", "sum(rate(http_errors{version=\"$revision\"}[1m]))", 1min, MetricQuery::Want::value};
-  m.interval = interval;
-  m.count = count;
-  m.failure_limit = failure_limit;
-  m.failure_condition = Condition::above(0.05);
-  return m;
-}
+using test_support::error_rate;
 
 struct Scenario {
   asio::io_context io;

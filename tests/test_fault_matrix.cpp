@@ -6,6 +6,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "support/error_rate.hpp"
+
 #include <rollout/strategy/blue_green.hpp>
 #include <rollout/strategy/canary.hpp>
 #include <rollout/strategy/rolling.hpp>
@@ -90,14 +92,8 @@ struct CanaryFixture {
   std::unique_ptr<Can> canary;
 
   static MetricCheck error_rate(Duration interval, std::optional<int> count, int failure_limit, bool strict) {
-    MetricCheck m;
-    m.name = "error-rate";
-    m.query = MetricQuery{"error-rate", "sum(rate(http_errors{version=\"$revision\"}[1m]))", 1min, MetricQuery::Want::value};
-    m.interval = interval;
-    m.count = count;
-    m.failure_limit = failure_limit;
-    m.failure_condition = Condition::above(0.05);
-    if (strict) m.consecutive_error_limit = 0;
+    auto m = test_support::error_rate(interval, count, failure_limit);
+    if (strict) m.consecutive_error_limit = 0;  // the first query error fails the metric
     return m;
   }
 

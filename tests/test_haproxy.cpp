@@ -9,6 +9,7 @@
 
 #include "support/haproxy.hpp"
 #include "support/http_server.hpp"
+#include "support/temp_dir.hpp"
 
 #include <rollout/haproxy.hpp>
 #include <rollout/http_probe.hpp>
@@ -332,12 +333,11 @@ TEST_CASE("hostile runtime API replies on a real socket: each is a clear error, 
       {"the dump of another state", good_set, state_dump(0, 256, 0, 256), errc::lb_verify_mismatch, "app/blue1 weight 256 admin 0x0"},
       {"empty reply", "", good_state, errc::lb_unavailable, "closed the connection without a reply"},
   };
-  const auto dir = std::filesystem::temp_directory_path() / fmt::format("rollout-fake-haproxy-{}", ::getpid());
-  std::filesystem::create_directories(dir);
+  const test_support::TempDir dir;
   for (const auto& c : cases) {
     CAPTURE(c.name);
     asio::io_context io;
-    FakeRuntimeApi api(io, (dir / "admin.sock").string(), [&](int n, const std::string&) { return n == 0 ? c.set_reply : c.state_reply; });
+    FakeRuntimeApi api(io, (dir.path() / "admin.sock").string(), [&](int n, const std::string&) { return n == 0 ? c.set_reply : c.state_reply; });
     HaproxyOptions o;
     o.address.unix_socket = api.path;
     o.command_timeout = 5s;
@@ -361,7 +361,6 @@ TEST_CASE("hostile runtime API replies on a real socket: each is a clear error, 
     REQUIRE_FALSE(api.commands.empty());
     CHECK(api.commands[0] == "set server app/blue1 weight 0; set server app/blue1 state drain; set server app/green1 weight 256; set server app/green1 state ready");
   }
-  std::filesystem::remove_all(dir);
   MESSAGE(fmt::format("{} hostile runtime API replies tried", cases.size() - 1));
 }
 

@@ -51,7 +51,7 @@ struct FaultMatrixReport {
   std::vector<FaultCase> cases;        ///< Every replay, in order.
   std::vector<std::string> problems;   ///< Every broken expectation, one line each, naming its case.
 
-  /// The modes tried per call, summed over calls (a read-back disagreement only applies to `lb.apply`).
+  /// Replays run: calls x modes, less the read-back mode for calls other than `lb.apply`.
   std::size_t runs() const noexcept { return cases.size(); }
   bool ok() const noexcept { return problems.empty(); }
 
