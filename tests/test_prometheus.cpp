@@ -121,7 +121,7 @@ TEST_CASE("queries against a real Prometheus: values, no data, errors, NaN, samp
 
   auto samples = run(io, src.query(MetricQuery{"m", "app_latency_ms{version=\"$revision\"}", 5s, MetricQuery::Want::samples}, canary()));
   REQUIRE(samples.has_value());
-  REQUIRE(std::holds_alternative<Samples>(*samples));
+  REQUIRE_MESSAGE(std::holds_alternative<Samples>(*samples), (std::holds_alternative<NoData>(*samples) ? std::get<NoData>(*samples).why : "a value"));
   CHECK_FALSE(std::get<Samples>(*samples).empty());
   for (double s : std::get<Samples>(*samples)) CHECK(s == 12.5);
 
@@ -141,6 +141,26 @@ TEST_CASE("queries against a real Prometheus: values, no data, errors, NaN, samp
   REQUIRE_FALSE(unreachable.has_value());
   CHECK(contains(unreachable.error().message, "Connection refused"));
   CHECK_FALSE(contains(unreachable.error().message, "s3cr3t"));
+}
+
+TEST_CASE("a samples query ends at now, so the newest scrape is always in it") {
+  using detail::sample_range;
+  using std::chrono::milliseconds;
+  const milliseconds now(1795708061375);
+  // 5 s in 60 points: a step of 83 ms, the last point exactly now (not 20 ms before it).
+  auto r = sample_range(now, 5s, 60);
+  CHECK(r.end == "1795708061.375");
+  CHECK(r.step == "0.083");
+  CHECK(r.start == "1795708056.478");  // now - 59 * 83 ms
+  r = sample_range(now, 1min, 60);
+  CHECK(r.step == "1.000");
+  CHECK(r.start == "1795708002.375");
+  // A window shorter than the points: 1 ms steps, as many as fit.
+  r = sample_range(now, 10ms, 60);
+  CHECK(r.step == "0.001");
+  CHECK(r.start == "1795708061.366");
+  r = sample_range(milliseconds(5), 1s, 2);
+  CHECK(r.start == "0.000");  // 5 ms - 500 ms would be negative: the start saturates at 0
 }
 
 TEST_CASE("decoding: every result type, and hostile JSON named by its path") {

@@ -32,6 +32,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <optional>
@@ -48,7 +49,7 @@ struct PrometheusOptions {
   std::string path_prefix;                 ///< e.g. "/prometheus" behind a reverse proxy.
   Duration timeout{std::chrono::seconds(5)};  ///< Bound on each query (connect, send, receive).
   std::optional<std::string> bearer_token;    ///< Sent as `Authorization: Bearer ...`; never logged or printed.
-  std::size_t samples = 60;                   ///< Points per series for `Want::samples` (query_range step = window / samples).
+  std::size_t samples = 60;                   ///< Points per series for `Want::samples`: step = window / samples, the last point at now.
   bool non_finite_is_no_data = true;          ///< NaN and +-Inf count as no data (otherwise as the value).
   std::size_t max_response = 16 * 1024 * 1024;  ///< A larger response is an error.
   std::map<std::string, std::string> variables;  ///< Extra `$name` substitutions for query templates.
@@ -110,6 +111,24 @@ inline std::string expand_query(std::string expr, const Scope& scope, Duration w
     for (auto at = expr.find(key); at != std::string::npos; at = expr.find(key, at + value.size())) expr.replace(at, key.size(), value);
   }
   return expr;
+}
+
+/// The `start`, `end` and `step` of a range query for `Want::samples`, in
+/// seconds with millisecond precision. The last point is `now` itself, so the
+/// newest scrape is always in the samples; the others go back `step` at a time,
+/// `samples` points in all, within the last `window`. (Starting at now - window
+/// instead would let the rounding of the step leave out the last few ms.)
+struct SampleRange {
+  std::string start, end, step;
+};
+inline SampleRange sample_range(std::chrono::milliseconds now, Duration window, std::size_t samples) {
+  using std::chrono::milliseconds;
+  const auto span = std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(window));
+  const auto step = std::max(milliseconds(1), span / static_cast<std::int64_t>(std::max<std::size_t>(samples, 1)));
+  const auto points = std::min<std::int64_t>(static_cast<std::int64_t>(samples), span / step);
+  const auto seconds = [](milliseconds ms) { return fmt::format("{}.{:03}", ms.count() / 1000, ms.count() % 1000); };
+  const auto start = std::max(milliseconds(0), now - step * (std::max<std::int64_t>(points, 1) - 1));  // never before 1970
+  return SampleRange{seconds(start), seconds(now), seconds(step)};
 }
 
 /// Parses a Prometheus sample value ("1.5", "-2e-05", "NaN", "+Inf") strictly:
@@ -247,13 +266,11 @@ public:
     boost::urls::url target(opts_.path_prefix + (q.want == MetricQuery::Want::samples ? "/api/v1/query_range" : "/api/v1/query"));
     target.params().append(boost::urls::param_view("query", expr));  // Boost.URL percent-encodes the PromQL
     if (q.want == MetricQuery::Want::samples) {
-      const double end = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-      const double span = std::chrono::duration<double>(q.window).count();
-      const double step = std::max(0.001, span / static_cast<double>(opts_.samples));
-      const auto start_s = fmt::format("{:.3f}", end - span), end_s = fmt::format("{:.3f}", end), step_s = fmt::format("{:.3f}", step);
-      target.params().append(boost::urls::param_view("start", start_s));
-      target.params().append(boost::urls::param_view("end", end_s));
-      target.params().append(boost::urls::param_view("step", step_s));
+      const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+      const auto range = detail::sample_range(now_ms, q.window, opts_.samples);
+      target.params().append(boost::urls::param_view("start", range.start));
+      target.params().append(boost::urls::param_view("end", range.end));
+      target.params().append(boost::urls::param_view("step", range.step));
     }
     auto r = co_await detail::with_timeout(SteadyClock{}, opts_.timeout, fetch(std::string(target.buffer())));
     if (!r) co_return Error(errc::timeout, fmt::format("prometheus query {} timed out after {}", q.name, format_duration(opts_.timeout)));
