@@ -25,6 +25,14 @@ namespace rollout::detail {
 /// completes with `operation_aborted`. Destroying the notifier completes pending
 /// waits with `operation_aborted`.
 class Notifier {
+  struct InitiateWait {  // async_wait's initiation, named so that its return type can be spelled out
+    Notifier* self;
+    template <class Handler>
+    void operator()(Handler handler) const {
+      self->enqueue(make_pending_wait(std::move(handler), self->ex_));
+    }
+  };
+
 public:
   /// `ex` runs completions of waits whose handler has no executor of its own
   /// (Asio 1.81's parallel-group operation handlers have none), like an I/O object's executor.
@@ -34,10 +42,14 @@ public:
   ~Notifier() { cancel_all(); }
 
   /// Waits for the next `notify_all()`. Signature `void(error_code)`.
+  ///
+  /// The return type is spelled out, not deduced, so that naming a call in a
+  /// non-template context does not instantiate its body: with `use_awaitable`
+  /// that body is a coroutine, which g++ 12 would then compile into every TU.
   template <class Token>
-  auto async_wait(Token&& token) {
-    return boost::asio::async_initiate<Token, void(error_code)>(
-        [this](auto handler) { enqueue(make_pending_wait(std::move(handler), ex_)); }, token);
+  auto async_wait(Token&& token)
+      -> decltype(boost::asio::async_initiate<Token, void(error_code)>(std::declval<InitiateWait>(), token)) {
+    return boost::asio::async_initiate<Token, void(error_code)>(InitiateWait{this}, token);
   }
 
   /// Waits for the next `notify_all()` or for `timer` to expire, whichever comes

@@ -50,6 +50,8 @@ public:
   }
 
   /// Spawns `aw` on `ex`. Its completion calls `on_done` (if any), then notifies `wake`.
+  /// (A template for the same reason as `stop()`: `co_spawn` instantiates a coroutine.)
+  template <int = 0>
   void start(const boost::asio::any_io_executor& ex, boost::asio::awaitable<void> aw, Notifier* wake = nullptr,
              std::function<void()> on_done = {}) {
     st_ = std::make_shared<State>(ex);
@@ -74,6 +76,10 @@ public:
   std::exception_ptr error() const noexcept { return st_ ? st_->error : nullptr; }
 
   /// Requests terminal cancellation (if still running) and waits until it has ended.
+  /// (A template only for compile time: g++ 12 emits every non-template inline
+  /// coroutine, used or not, into each TU that includes it, together with the
+  /// Asio machinery it instantiates.)
+  template <int = 0>
   boost::asio::awaitable<void> stop() {
     if (!st_) co_return;
     auto st = st_;

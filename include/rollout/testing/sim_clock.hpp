@@ -209,8 +209,6 @@ private:
   std::shared_ptr<State> st_;
 };
 
-static_assert(Clock<SimClock>);
-
 /// Spawns `aw` on `io`, runs the simulated clock until everything is done, and
 /// returns the awaitable's value. Exceptions thrown by `aw` are rethrown here (no
 /// `detached`: failures surface). Throws `std::runtime_error` if `aw` never
