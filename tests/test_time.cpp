@@ -197,7 +197,7 @@ TEST_CASE("retry backs off exponentially with jitter, stops on success or perman
   b.initial = 1s;
   b.max_delay = 3s;
   b.jitter = 0;
-  std::mt19937_64 rng(b.seed);
+  JitterEngine rng(b.seed);
   std::vector<Duration> attempts_at;
   int fail_first = 2;
   auto attempt = [&]() -> asio::awaitable<result<int>> {
@@ -243,7 +243,7 @@ TEST_CASE("retry cancelled while backing off stops at once") {
   Backoff b;
   b.initial = 1min;
   b.max_delay = 1min;
-  std::mt19937_64 rng(1);
+  JitterEngine rng(1);
   int calls = 0;
   auto attempt = [&]() -> asio::awaitable<result<int>> {
     ++calls;

@@ -252,7 +252,7 @@ private:
   WebhookOptions opts_;
   std::vector<Target> targets_;
   std::unique_ptr<boost::asio::ssl::context> tls_;
-  std::mt19937_64 rng_;
+  JitterEngine rng_;
   std::deque<std::string> queue_;
   std::map<std::string, double> weights_;
   std::map<std::string, std::string> revisions_;

@@ -24,7 +24,7 @@ namespace rollout::detail {
 ///
 /// Cancellation: a cancelled sleep throws `operation_aborted` out of `retry`.
 template <Clock C, class Attempt, class OnError>
-auto retry(const C& clock, const Backoff& backoff, std::mt19937_64& rng, Attempt attempt, OnError on_error)
+auto retry(const C& clock, const Backoff& backoff, JitterEngine& rng, Attempt attempt, OnError on_error)
     -> boost::asio::awaitable<typename std::invoke_result_t<Attempt&>::value_type> {
   for (int k = 1;; ++k) {
     auto r = co_await attempt();

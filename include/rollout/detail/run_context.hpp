@@ -105,9 +105,9 @@ boost::asio::awaitable<result<void>> apply_once(LB& lb, const C& clock, const Tr
 /// `lb_error` for each failed attempt and `traffic_applied` on success.
 template <LoadBalancer LB, Clock C>
 boost::asio::awaitable<result<void>> apply_verified(LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout,
-                                                    const Backoff& backoff, std::mt19937_64& rng) {
+                                                    const Backoff& backoff, JitterEngine& rng) {
   auto body = [](LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout, const Backoff& backoff,
-                 std::mt19937_64& rng) -> boost::asio::awaitable<result<void>> {
+                 JitterEngine& rng) -> boost::asio::awaitable<result<void>> {
     auto r = co_await retry(
         ctx.clock(), backoff, rng, [&] { return apply_once(lb, ctx.clock(), split, timeout); },
         [&](int attempt, const Error& e, std::optional<Duration> wait) {

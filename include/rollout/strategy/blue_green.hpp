@@ -512,7 +512,7 @@ private:
   ObserverList observers_;
   detail::RunContext<C> ctx_;
   Control control_;
-  std::mt19937_64 rng_;
+  JitterEngine rng_;
   BlueGreenState state_;
   detail::Notifier* wake_ = nullptr;
   HealthMonitor<Health, C>* monitor_ = nullptr;

@@ -560,7 +560,7 @@ private:
   ObserverList observers_;
   detail::RunContext<C> ctx_;
   Control control_;
-  std::mt19937_64 rng_;
+  JitterEngine rng_;
   CanaryState state_;
   boost::asio::any_io_executor ex_;
   detail::Notifier* wake_ = nullptr;

@@ -712,7 +712,7 @@ private:
   ObserverList observers_;
   detail::RunContext<C> ctx_;
   Control control_;
-  std::mt19937_64 rng_;
+  JitterEngine rng_;
   ResolvedBudgets budgets_;
   RollingState state_;
   FleetReport report_;
