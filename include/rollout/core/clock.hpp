@@ -77,7 +77,6 @@ struct SteadyClock {
   boost::asio::steady_timer make_timer(const boost::asio::any_io_executor& ex) const { return boost::asio::steady_timer(ex); }
 };
 
-
 /// Renders a duration for humans: `0s`, `250ms`, `1.5s`, `1m30s`, `10m`, `2h30m`, `-3s`.
 /// Used by every formatter and error message in rollout, so that an invalid
 /// option reads `probe.period = 0s` rather than `0ns`.
