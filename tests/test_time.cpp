@@ -309,6 +309,32 @@ TEST_CASE("parallel_for_each cancelled mid-wait cancels every call in flight") {
   CHECK(clock.pending_timers() == 0);
 }
 
+TEST_CASE("parallel_for_each with a limit of 1 runs in order, stops at the first error and is cancellable") {
+  asio::io_context io;
+  SimClock clock;
+  std::vector<int> items{0, 1, 2, 3};
+  std::vector<int> order;
+  int in_flight = 0, peak = 0;
+  auto fn = [&](int& i) -> asio::awaitable<void> {
+    peak = std::max(peak, ++in_flight);
+    order.push_back(i);
+    co_await detail::sleep_for(clock, std::chrono::seconds(1 + i));
+    --in_flight;
+    if (i == 2) throw std::runtime_error("item 2 failed");
+  };
+  // Items 0, 1 and 2 one after the other (1 + 2 + 3 s); item 2 throws, item 3 never starts.
+  CHECK_THROWS_WITH(testing::run_sim(io, clock, detail::parallel_for_each(items.begin(), items.end(), 1, fn)), "item 2 failed");
+  CHECK(order == std::vector<int>{0, 1, 2});
+  CHECK(peak == 1);
+  CHECK(since_epoch(clock) == 6s);
+
+  // One element: the same path. Cancelled during its wait, nothing is left pending.
+  auto e = run_and_cancel_at(io, clock, detail::parallel_for_each(items.begin() + 3, items.end(), 8, fn), 2s);
+  CHECK(is_aborted(e));
+  CHECK(order.back() == 3);
+  CHECK(clock.pending_timers() == 0);
+}
+
 TEST_CASE("ProbeSpec has Kubernetes defaults and names bad fields") {
   ProbeSpec p;
   CHECK(p.initial_delay == 0s);

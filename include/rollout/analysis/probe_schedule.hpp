@@ -32,9 +32,9 @@ struct ProbeSpec {
 
   /// Throws `invalid_option` naming `prefix.field` and the value for any field out of range.
   void validate(std::string_view prefix) const {
-    require_duration(fmt::format("{}.initial_delay", prefix), initial_delay, DurationRule::non_negative);
-    require_duration(fmt::format("{}.period", prefix), period, DurationRule::positive);
-    require_duration(fmt::format("{}.timeout", prefix), timeout, DurationRule::positive);
+    require_duration(prefix, "initial_delay", initial_delay, DurationRule::non_negative);
+    require_duration(prefix, "period", period, DurationRule::positive);
+    require_duration(prefix, "timeout", timeout, DurationRule::positive);
     if (success_threshold < 1) {
       throw invalid_option(fmt::format("{}.success_threshold", prefix), fmt::format("{}", success_threshold), "must be at least 1");
     }

@@ -46,12 +46,12 @@ struct Backoff {
     if (max_attempts < 1) {
       throw invalid_option(fmt::format("{}.max_attempts", prefix), fmt::format("{}", max_attempts), "must be at least 1");
     }
-    require_duration(fmt::format("{}.initial", prefix), initial, DurationRule::positive);
+    require_duration(prefix, "initial", initial, DurationRule::positive);
     if (max_delay < initial) {
       throw invalid_option(fmt::format("{}.max_delay", prefix), format_duration(max_delay),
                            fmt::format("must be at least initial ({})", format_duration(initial)));
     }
-    require_duration(fmt::format("{}.max_delay", prefix), max_delay, DurationRule::positive);
+    require_duration(prefix, "max_delay", max_delay, DurationRule::positive);
     if (!(multiplier >= 1.0) || multiplier > 1e6) {
       throw invalid_option(fmt::format("{}.multiplier", prefix), fmt::format("{}", multiplier), "must be within 1..1e6");
     }

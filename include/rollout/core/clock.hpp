@@ -138,4 +138,11 @@ inline void require_duration(std::string_view field, Duration d, DurationRule ru
   }
 }
 
+/// `require_duration` for the field `prefix.name`; the name is only built when
+/// `d` is rejected (validators run for every strategy constructed).
+inline void require_duration(std::string_view prefix, std::string_view name, Duration d, DurationRule rule) {
+  const bool fits = (rule == DurationRule::positive ? d > Duration::zero() : d >= Duration::zero()) && d <= max_option_duration;
+  if (!fits) require_duration(fmt::format("{}.{}", prefix, name), d, rule);
+}
+
 }  // namespace rollout

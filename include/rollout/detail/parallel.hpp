@@ -39,6 +39,13 @@ boost::asio::awaitable<void> parallel_for_each(It first, It last, std::size_t li
   const auto n = static_cast<std::size_t>(std::distance(first, last));
   if (n == 0) co_return;
   limit = std::clamp<std::size_t>(limit, 1, n);
+  if (limit == 1) {
+    // One at a time needs no spawned workers and no group (an analysis with one
+    // check is the common case): the caller's own cancellation reaches the call
+    // in flight, and an exception stops the loop as it would stop the workers.
+    for (; first != last; ++first) co_await fn(*first);
+    co_return;
+  }
   auto ex = co_await asio::this_coro::executor;
   std::size_t next = 0;
   using Op = decltype(asio::co_spawn(ex, parallel_worker(first, n, next, fn), asio::deferred));

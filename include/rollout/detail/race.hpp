@@ -8,6 +8,7 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/detail/notifier.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -16,8 +17,11 @@
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <array>
+#include <cstddef>
 #include <exception>
 #include <optional>
 #include <type_traits>
@@ -72,6 +76,35 @@ asio::awaitable<std::variant<value_or_monostate<A>, value_or_monostate<B>>> race
   co_return R(std::in_place_index<1>, std::move(*rb));
 }
 
+/// Starts `aw` as a child coroutine on `ex` (its value goes to `out`) and `timer`'s
+/// wait, and completes with the parallel group's `(order, exception, timer error)`
+/// once the first has finished and the other has been cancelled and joined.
+/// `with_timeout` and `call` await it and read the result with `timer_race_won`.
+template <class T, class Timer>
+auto race_with_timer(const asio::any_io_executor& ex, Timer& timer, std::optional<value_or_monostate<T>>& out,
+                     asio::awaitable<T> aw) {
+  return asio::experimental::make_parallel_group(asio::co_spawn(ex, store_into(out, std::move(aw)), asio::deferred),
+                                                 timer.async_wait(asio::deferred))
+      .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+}
+
+/// Reads `race_with_timer`'s result: `true` if the child finished first (its
+/// value is in `out`), `false` if the timer expired first. Rethrows the child's
+/// exception; throws `operation_aborted` (or the child's exception) if the timer
+/// was cancelled rather than expired, which means the caller was cancelled.
+inline bool timer_race_won(const std::array<std::size_t, 2>& order, const std::exception_ptr& e,
+                           const boost::system::error_code& ec) {
+  if (order[0] == 0) {
+    if (e) std::rethrow_exception(e);
+    return true;
+  }
+  if (ec) {
+    if (e) std::rethrow_exception(e);
+    throw boost::system::system_error(ec);
+  }
+  return false;
+}
+
 /// Runs `aw` for at most `d` on `clock`. Returns its value, or `std::nullopt` if
 /// the time ran out first, in which case `aw` has been cancelled and joined.
 /// Exceptions from `aw` propagate. Cancelling the caller cancels `aw` and throws
@@ -82,19 +115,9 @@ asio::awaitable<std::optional<value_or_monostate<T>>> with_timeout(const C& cloc
   auto timer = clock.make_timer(ex);
   timer.expires_at(add_saturating(clock.now(), d));
   std::optional<value_or_monostate<T>> r;
-  auto [order, e, ec] =
-      co_await asio::experimental::make_parallel_group(asio::co_spawn(ex, store_into(r, std::move(aw)), asio::deferred),
-                                                       timer.async_wait(asio::deferred))
-          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-  if (order[0] == 0) {
-    if (e) std::rethrow_exception(e);
-    co_return r;
-  }
-  if (ec) {  // the timer was cancelled, not expired: our caller was cancelled
-    if (e) std::rethrow_exception(e);
-    throw boost::system::system_error(ec);
-  }
-  co_return std::nullopt;
+  auto [order, e, ec] = co_await race_with_timer(ex, timer, r, std::move(aw));
+  if (!timer_race_won(order, e, ec)) co_return std::nullopt;
+  co_return r;
 }
 
 /// Runs `aw` to completion in its own coroutine, detached from the caller's

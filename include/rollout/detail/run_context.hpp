@@ -76,8 +76,14 @@ boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What wh
   std::exception_ptr thrown;
   Error err;
   try {
-    auto r = co_await with_timeout(clock, timeout, std::move(aw));
-    if (!r) co_return Error(errc::timeout, fmt::format("{} timed out after {}", what(), format_duration(timeout)));
+    // `with_timeout`'s body, inline: one coroutine frame fewer on every policy call.
+    auto ex = co_await boost::asio::this_coro::executor;
+    auto timer = clock.make_timer(ex);
+    timer.expires_at(add_saturating(clock.now(), timeout));
+    std::optional<result<T>> r;
+    auto [order, e, ec] = co_await race_with_timer(ex, timer, r, std::move(aw));
+    if (!timer_race_won(order, e, ec))
+      co_return Error(errc::timeout, fmt::format("{} timed out after {}", what(), format_duration(timeout)));
     if (!*r) co_return Error(r->error().code, fmt::format("{}: {}", what(), r->error().message));
     co_return std::move(*r);
   } catch (const boost::system::system_error& e) {
@@ -99,27 +105,32 @@ boost::asio::awaitable<result<void>> apply_once(LB& lb, const C& clock, const Tr
   return call(clock, timeout, [&split] { return fmt::format("lb.apply({})", split); }, lb.apply(split));
 }
 
+/// The retried switch `apply_verified` runs shielded.
+template <LoadBalancer LB, Clock C>
+boost::asio::awaitable<result<void>> apply_verified_body(LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout,
+                                                         const Backoff& backoff, JitterEngine& rng) {
+  auto r = co_await retry(
+      ctx.clock(), backoff, rng, [&] { return apply_once(lb, ctx.clock(), split, timeout); },
+      [&](int attempt, const Error& e, std::optional<Duration> wait) {
+        ctx.emit(EventKind::lb_error, split.sole_group().value_or(""),
+                 wait ? fmt::format("attempt {} failed: {}; retrying in {}", attempt, e.message, format_duration(*wait))
+                      : fmt::format("attempt {} failed: {}; giving up", attempt, e.message),
+                 split, e.code);
+      });
+  if (r) ctx.emit(EventKind::traffic_applied, split.sole_group().value_or(""), "verified by read-back", split);
+  co_return r;
+}
+
 /// Applies `split` through `lb` with retries under `backoff`, shielded from the
 /// caller's cancellation: once a switch starts, it finishes (succeeds or gives
 /// up), so the load balancer is never left in a state nobody knows. Emits
 /// `lb_error` for each failed attempt and `traffic_applied` on success.
+/// (Not a coroutine itself: `split` moves into the body's frame, and `lb`, `ctx`,
+/// `backoff` and `rng` are the strategy's, which outlive the call.)
 template <LoadBalancer LB, Clock C>
 boost::asio::awaitable<result<void>> apply_verified(LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout,
                                                     const Backoff& backoff, JitterEngine& rng) {
-  auto body = [](LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout, const Backoff& backoff,
-                 JitterEngine& rng) -> boost::asio::awaitable<result<void>> {
-    auto r = co_await retry(
-        ctx.clock(), backoff, rng, [&] { return apply_once(lb, ctx.clock(), split, timeout); },
-        [&](int attempt, const Error& e, std::optional<Duration> wait) {
-          ctx.emit(EventKind::lb_error, split.sole_group().value_or(""),
-                   wait ? fmt::format("attempt {} failed: {}; retrying in {}", attempt, e.message, format_duration(*wait))
-                        : fmt::format("attempt {} failed: {}; giving up", attempt, e.message),
-                   split, e.code);
-        });
-    if (r) ctx.emit(EventKind::traffic_applied, split.sole_group().value_or(""), "verified by read-back", split);
-    co_return r;
-  };
-  co_return co_await shielded(body(lb, ctx, std::move(split), timeout, backoff, rng));
+  return shielded(apply_verified_body(lb, ctx, std::move(split), timeout, backoff, rng));
 }
 
 }  // namespace rollout::detail

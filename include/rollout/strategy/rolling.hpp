@@ -362,11 +362,16 @@ private:
 
   // ---- orchestrator calls -------------------------------------------------------
 
-  /// A call with `call_timeout` and `retry`; `what()` names it in errors.
+  /// A call with `call_timeout` and `retry`; `what()` names it in errors. Not a
+  /// coroutine itself (one frame fewer per orchestrator call): `what` and
+  /// `make_call` move into `retry`'s frame; co_await the result at once.
   template <class T, class What, class F>
   boost::asio::awaitable<result<T>> with_retry(What what, F make_call) {
-    co_return co_await detail::retry(
-        clock_, options_.retry, rng_, [&] { return detail::call(clock_, options_.call_timeout, what, make_call()); },
+    return detail::retry(
+        clock_, options_.retry, rng_,
+        [this, what = std::move(what), make_call = std::move(make_call)] {
+          return detail::call(clock_, options_.call_timeout, what, make_call());
+        },
         [](int, const Error&, std::optional<Duration>) {});
   }
 
