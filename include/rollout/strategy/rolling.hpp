@@ -34,6 +34,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <unordered_set>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -732,8 +733,10 @@ private:
   std::int64_t target_alive_ = 0;
   std::int64_t others_alive_ = 0;
   std::int64_t busy_ = 0;
-  std::set<std::string> known_available_;
-  std::set<std::string> stuck_;
+  // Membership tests only, never iterated: hashed, so the 10,000-instance
+  // fleet's lookups are not a tree walk of string compares each.
+  std::unordered_set<std::string> known_available_;
+  std::unordered_set<std::string> stuck_;
   std::list<TaskEntry> tasks_;
   std::vector<typename std::list<TaskEntry>::iterator> finished_;
   std::string last_failure_;
