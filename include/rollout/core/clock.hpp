@@ -17,6 +17,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -123,26 +124,30 @@ enum class DurationRule {
   non_negative,  ///< 0 or more.
 };
 
+namespace detail {
+/// Why `d` breaks `rule` or the upper bound, or `std::nullopt` if it is
+/// accepted: the one place the bounds of a duration option are decided.
+inline std::optional<std::string> duration_problem(Duration d, DurationRule rule) {
+  if (rule == DurationRule::positive && d <= Duration::zero()) return "must be greater than 0";
+  if (rule == DurationRule::non_negative && d < Duration::zero()) return "must not be negative";
+  if (d > max_option_duration) return fmt::format("must be at most {}", format_duration(max_option_duration));
+  return std::nullopt;
+}
+}  // namespace detail
+
 /// Throws `invalid_option` naming `field` and `d` unless `d` follows `rule` and
 /// is at most `max_option_duration`. Every option validator uses it, so every
 /// duration option has the same bounds and the same messages.
 inline void require_duration(std::string_view field, Duration d, DurationRule rule) {
-  if (rule == DurationRule::positive && d <= Duration::zero()) {
-    throw invalid_option(field, format_duration(d), "must be greater than 0");
-  }
-  if (rule == DurationRule::non_negative && d < Duration::zero()) {
-    throw invalid_option(field, format_duration(d), "must not be negative");
-  }
-  if (d > max_option_duration) {
-    throw invalid_option(field, format_duration(d), fmt::format("must be at most {}", format_duration(max_option_duration)));
-  }
+  if (auto why = detail::duration_problem(d, rule)) throw invalid_option(field, format_duration(d), *why);
 }
 
 /// `require_duration` for the field `prefix.name`; the name is only built when
 /// `d` is rejected (validators run for every strategy constructed).
 inline void require_duration(std::string_view prefix, std::string_view name, Duration d, DurationRule rule) {
-  const bool fits = (rule == DurationRule::positive ? d > Duration::zero() : d >= Duration::zero()) && d <= max_option_duration;
-  if (!fits) require_duration(fmt::format("{}.{}", prefix, name), d, rule);
+  if (auto why = detail::duration_problem(d, rule)) {
+    throw invalid_option(fmt::format("{}.{}", prefix, name), format_duration(d), *why);
+  }
 }
 
 }  // namespace rollout
