@@ -125,6 +125,7 @@ TEST_CASE("happy path: ready, auto-promoted, switched, verified, old side releas
                  });
   CHECK(s.lb.calls() == 1);
   CHECK(s.lb.history().size() == 2);
+  CHECK(out.timeline.capacity() == out.timeline.size());  // reserved for exactly these
 }
 
 TEST_CASE("probes run concurrently up to the bound") {

@@ -108,6 +108,10 @@ TEST_CASE("happy path through explicit steps: weights, pauses, an analysis, a ma
   CHECK(out.status == Status::promoted);
   CHECK(out.active == "canary");
   CHECK(weights(s.lb) == std::vector<std::string>{"0%", "10%", "50%", "100%"});
+  // The timeline was reserved for exactly the events of a run nobody had to step
+  // into but the planned promote(): no reallocation, no unused slack.
+  CHECK(out.timeline.size() == 28);
+  CHECK(out.timeline.capacity() == out.timeline.size());
   std::vector<std::string> lines;
   for (const auto& e : out.timeline) {
     if (e.kind == EventKind::step_started || e.kind == EventKind::check_passed || e.kind == EventKind::traffic_applied ||
@@ -134,6 +138,7 @@ TEST_CASE("happy path through generated steps (Flagger)") {
   CHECK(out.status == Status::promoted);
   CHECK(weights(s.lb) == std::vector<std::string>{"0%", "20%", "40%", "60%", "100%"});
   CHECK(out.elapsed == 6min + 5ms * 5 + 10ms * 3);  // 3 pauses, 5 LB calls, 3 queries
+  CHECK(out.timeline.capacity() == out.timeline.size());
 
   auto stepped = CanaryPlan::weights({1_pct, 2_pct, 10_pct, 50_pct}, 1min);
   CHECK(stepped.steps().size() == 8);

@@ -125,6 +125,8 @@ TEST_CASE("desired 10, surge 25% / unavailable 0: never below 10 serving, never 
   CHECK(out.fleet->created == 10);
   CHECK(out.fleet->retired == 10);
   CHECK(out.fleet->failed == 0);
+  CHECK(out.timeline.size() == 44);  // 10 replacements of 4 events, and the run's own 4
+  CHECK(out.timeline.capacity() == out.timeline.size());  // reserved for exactly these: no doubling
   // Three lanes of 10 s start-ups (plus 50 ms create and 50 ms retire): four rounds.
   CHECK(out.elapsed < 45s);
 }

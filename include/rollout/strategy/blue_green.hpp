@@ -196,7 +196,10 @@ public:
 
     detail::Notifier wake(ex);
     wake_ = &wake;
-    ctx_.begin();
+    // Reserved for a switch nobody steps into: one readiness event per target
+    // instance and eleven for the run (started, six phases, the promotion, the
+    // verified switch, releasable, finished).
+    ctx_.begin(target_.instances.size() + 11);
     ctx_.emit(EventKind::run_started, target_.name,
               fmt::format("blue-green from {} to {} ({} instances)", active_, target_.revision, target_.instances.size()));
     control_.set_listener([this](Control::Request r, const std::string& detail) { on_request(r, detail); });

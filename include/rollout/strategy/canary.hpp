@@ -264,12 +264,18 @@ public:
     ex_ = co_await boost::asio::this_coro::executor;
     detail::Notifier wake(ex_);
     wake_ = &wake;
-    ctx_.begin();
+    ctx_.begin(expected_events());
     ctx_.emit(EventKind::run_started, canary_.id,
               fmt::format("canary {} -> {}, {} steps", stable_, canary_, plan_.steps().size()));
     control_.set_listener([this](Control::Request r, const std::string& d) { on_request(r, d); });
 
-    Outcome out = co_await body();
+    Ending end = co_await body();
+    Outcome out;
+    if (end.roll_back) {
+      out = co_await roll_back(end.status, std::move(end.why));
+    } else {
+      out = ended_without_rollback(std::move(end));
+    }
 
     co_await stop_analyses();
     control_.set_listener({});
@@ -304,6 +310,26 @@ private:
     if (state_.phase == p) return;
     state_.phase = p;
     ctx_.emit(EventKind::phase_changed, to_string(p));
+  }
+
+  /// The events a run records when nothing goes wrong and nobody steps in
+  /// (retries, holds and background findings add more); the timeline is reserved
+  /// for them. Grown by doubling, a canary's timeline was a quarter slack.
+  std::size_t expected_events() const {
+    auto measurements = [](const AnalysisSpec& a) {
+      std::size_t n = 0;
+      for (const auto& m : a.metrics) n += m.count ? static_cast<std::size_t>(*m.count) : 1;
+      return n;
+    };
+    std::size_t n = 7;  // run_started, progressing, the first split, promoting, the full split, done, run_finished
+    for (const auto& s : plan_.steps()) {
+      n += 2;  // step_started, step_completed
+      if (s.kind == CanaryStep::set_weight) n += 1;                    // traffic_applied
+      else if (s.kind == CanaryStep::pause && !s.duration) n += 4;     // paused (phase and event), promote_requested, progressing
+      else if (s.kind == CanaryStep::analyze) n += 2 + measurements(s.analysis);  // check_started, results, verdict
+    }
+    if (options_.background) n += 1 + measurements(options_.background->analysis);
+    return n;
   }
 
   Revision baseline_revision() const { return options_.baseline ? *options_.baseline : stable_; }
@@ -458,26 +484,53 @@ private:
     co_return o;
   }
 
-  boost::asio::awaitable<Outcome> on_interrupt(Interrupt i) {
+  /// How `body()` ended. The rollback it may ask for runs in `run()`: a frame
+  /// that awaited it at each of its exits would hold an `Outcome`, an `Error` and
+  /// an awaitable per exit (g++ gives every awaited temporary its own slot), and
+  /// that frame is alive for a canary's whole life.
+  struct Ending {
+    Status status = Status::promoted;
+    Error why;               ///< Why it rolls back or failed; for a promotion, the reason.
+    bool roll_back = false;  ///< Traffic goes back to 100% stable (verified) before the outcome.
+  };
+  static Ending rolling_back(Status s, Error why) {
+    Ending e;
+    e.status = s;
+    e.why = std::move(why);
+    e.roll_back = true;
+    return e;
+  }
+  static Ending ended(Status s, Error why) {
+    Ending e;
+    e.status = s;
+    e.why = std::move(why);
+    return e;
+  }
+  /// The outcome of a run that did not roll back: promoted, or failed before any traffic moved.
+  Outcome ended_without_rollback(Ending e) const {
+    Outcome o;
+    o.status = e.status;
+    o.code = e.why.code;
+    o.reason = std::move(e.why.message);
+    if (e.status == Status::promoted) o.active = options_.canary_group;
+    return o;
+  }
+
+  Ending on_interrupt(Interrupt i) const {
     if (i == Interrupt::abort) {
-      co_return co_await roll_back(Status::aborted, Error(errc::aborted, fmt::format("aborted at step {}: {}", state_.step, control_.abort_reason())));
+      return rolling_back(Status::aborted, Error(errc::aborted, fmt::format("aborted at step {}: {}", state_.step, control_.abort_reason())));
     }
     // background failed
     const auto phase = background_->phase(true);
-    co_return co_await roll_back(Status::rolled_back,
-                                 Error(phase == AnalysisPhase::error ? errc::analysis_error : errc::analysis_failed,
-                                       fmt::format("background analysis {}: {}", to_string(phase), background_->reason())));
+    return rolling_back(Status::rolled_back, Error(phase == AnalysisPhase::error ? errc::analysis_error : errc::analysis_failed,
+                                                   fmt::format("background analysis {}: {}", to_string(phase), background_->reason())));
   }
 
-  boost::asio::awaitable<Outcome> body() {
+  boost::asio::awaitable<Ending> body() {
     set_phase(CanaryPhase::progressing);
     // A known starting point: everything on stable.
     if (auto r = co_await apply(split_for(Percent{})); !r) {
-      Outcome o;
-      o.status = Status::failed;
-      o.code = r.error().code;
-      o.reason = fmt::format("could not set the initial split: {}", r.error().message);
-      co_return o;
+      co_return ended(Status::failed, Error(r.error().code, fmt::format("could not set the initial split: {}", r.error().message)));
     }
     const auto& all = plan_.steps();
     bool full = false;
@@ -494,7 +547,7 @@ private:
           full = true;
           break;
         }
-        co_return co_await on_interrupt(in);
+        co_return on_interrupt(in);
       }
       const std::string label = step.kind == CanaryStep::set_weight ? fmt::format("set_weight {}", step.weight)
                                 : step.kind == CanaryStep::pause
@@ -509,7 +562,7 @@ private:
         case CanaryStep::set_weight: {
           auto r = co_await apply(split_for(step.weight));
           if (!r) {
-            co_return co_await roll_back(Status::failed, Error(r.error().code, fmt::format("set_weight {} failed: {}", step.weight, r.error().message)));
+            co_return rolling_back(Status::failed, Error(r.error().code, fmt::format("set_weight {} failed: {}", step.weight, r.error().message)));
           }
           break;
         }
@@ -525,9 +578,9 @@ private:
           in = why;
           if (in == Interrupt::none) {
             if (phase == AnalysisPhase::failed || phase == AnalysisPhase::error) {
-              co_return co_await roll_back(Status::rolled_back,
-                                           Error(phase == AnalysisPhase::error ? errc::analysis_error : errc::analysis_failed,
-                                                 fmt::format("analysis {} {}: {}", step.analysis.name, to_string(phase), last_reason_)));
+              co_return rolling_back(Status::rolled_back,
+                                     Error(phase == AnalysisPhase::error ? errc::analysis_error : errc::analysis_failed,
+                                           fmt::format("analysis {} {}: {}", step.analysis.name, to_string(phase), last_reason_)));
             }
             if (phase == AnalysisPhase::inconclusive) {
               in = co_await hold(fmt::format("analysis {} inconclusive: {}; waiting for promote() or abort()", step.analysis.name, last_reason_));
@@ -539,26 +592,21 @@ private:
       if (in == Interrupt::promote_full) {
         full = true;
       } else if (in != Interrupt::none) {
-        co_return co_await on_interrupt(in);
+        co_return on_interrupt(in);
       }
       ctx_.emit(EventKind::step_completed, subject, label);
     }
     // Promotion. An abort that arrives while it is in flight still wins.
-    if (auto in = interrupted(false); in != Interrupt::none) co_return co_await on_interrupt(in);
+    if (auto in = interrupted(false); in != Interrupt::none) co_return on_interrupt(in);
     set_phase(CanaryPhase::promoting);
     state_.step_weight = Percent::full();
     auto r = co_await apply(all_canary());
-    if (auto in = interrupted(false); in != Interrupt::none) co_return co_await on_interrupt(in);
+    if (auto in = interrupted(false); in != Interrupt::none) co_return on_interrupt(in);
     if (!r) {
-      co_return co_await roll_back(Status::failed, Error(r.error().code, fmt::format("promotion to 100% {} failed: {}", options_.canary_group, r.error().message)));
+      co_return rolling_back(Status::failed, Error(r.error().code, fmt::format("promotion to 100% {} failed: {}", options_.canary_group, r.error().message)));
     }
-    co_await stop_analyses();
-    Outcome o;
-    o.status = Status::promoted;
-    o.active = options_.canary_group;
-    o.reason = full ? fmt::format("{} promoted to 100% (full promotion requested)", canary_)
-                    : fmt::format("{} promoted to 100% after {} steps", canary_, all.size());
-    co_return o;
+    co_return ended(Status::promoted, Error(error_code{}, full ? fmt::format("{} promoted to 100% (full promotion requested)", canary_)
+                                                                : fmt::format("{} promoted to 100% after {} steps", canary_, all.size())));
   }
 
   LB& lb_;

@@ -30,13 +30,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <list>
-#include <map>
 #include <optional>
 #include <random>
 #include <set>
-#include <unordered_set>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -236,7 +236,7 @@ public:
     ex_ = co_await boost::asio::this_coro::executor;
     detail::Notifier wake(ex_);
     wake_ = &wake;
-    ctx_.begin();
+    ctx_.begin(expected_events());
     ctx_.emit(EventKind::run_started, to_.id,
               fmt::format("rolling update {} -> {}: desired {}, surge {} ({}), unavailable {} ({}), partition {}", from_,
                           to_, options_.desired, budgets_.surge, options_.max_surge.text(), budgets_.unavailable,
@@ -260,6 +260,16 @@ public:
   const ResolvedBudgets& budgets() const noexcept { return budgets_; }
 
 private:
+  /// The events of an update that replaces `desired - partition` instances and
+  /// nothing goes wrong: four per replacement (created, ready, and the old one's
+  /// retiring and retired) and four for the run. The timeline is reserved for
+  /// them (capped at 2^20 events): doubling a 10,000-instance update's timeline
+  /// held its old and new buffers at once, 16.5 of the update's 40.5 MB heap peak.
+  std::size_t expected_events() const {
+    const auto replaced = static_cast<std::size_t>(std::max<std::int64_t>(0, options_.desired - options_.partition));
+    return std::min<std::size_t>(4 + 4 * replaced, std::size_t{1} << 20);
+  }
+
   enum class MemberState { starting, warming, available, retiring, failed };
   struct Member {
     Instance instance;
@@ -347,6 +357,17 @@ private:
     retirable_targets_.clear();
     dead_weight_.clear();
     available_ = target_alive_ = others_alive_ = busy_ = 0;
+  }
+
+  /// The members in id order. `members_` is hashed for the lookups of every
+  /// transition; the few walks whose order shows (which start-ups are re-checked
+  /// first, which leftovers retire first, the fleet report) sort, once per pass.
+  std::vector<const Member*> members_by_id() const {
+    std::vector<const Member*> out;
+    out.reserve(members_.size());
+    for (const auto& kv : members_) out.push_back(&kv.second);
+    std::sort(out.begin(), out.end(), [](const Member* a, const Member* b) { return a->instance.id < b->instance.id; });
+    return out;
   }
 
   std::int64_t total() const { return static_cast<std::int64_t>(members_.size()) + pending_creates_; }
@@ -497,8 +518,9 @@ private:
   boost::asio::awaitable<void> retire_leftovers() {
     co_await stop_tasks();
     std::vector<std::string> leftovers;
-    for (const auto& [id, m] : members_) {
-      if (m.state != MemberState::available && m.state != MemberState::retiring && !stuck_.contains(id)) leftovers.push_back(id);
+    for (const Member* m : members_by_id()) {
+      const auto& id = m->instance.id;
+      if (m->state != MemberState::available && m->state != MemberState::retiring && !stuck_.contains(id)) leftovers.push_back(id);
     }
     dead_weight_.clear();
     for (const auto& id : leftovers) begin_retire(id);
@@ -526,8 +548,8 @@ private:
       add_member(inst, st);
     }
     first_list_ = false;
-    for (auto& [id, m] : members_) {
-      if (m.state == MemberState::starting && is_target(m)) spawn(become_available(m.instance), true);
+    for (const Member* m : members_by_id()) {
+      if (m->state == MemberState::starting && is_target(*m)) spawn(become_available(m->instance), true);
     }
     co_return std::nullopt;
   }
@@ -647,7 +669,7 @@ private:
     } else {
       // The fleet as this run last knew it (every create and retire since the last list).
       report_.fleet.clear();
-      for (const auto& [id, m] : members_) report_.fleet.push_back(m.instance);
+      for (const Member* m : members_by_id()) report_.fleet.push_back(m->instance);
       o.reason += fmt::format("; the fleet shown is this run's own record, because the final {}", listed.error().message);
     }
     o.fleet = report_;
@@ -725,7 +747,7 @@ private:
   boost::asio::any_io_executor ex_;
   detail::Notifier* wake_ = nullptr;
   const Revision* target_ = nullptr;
-  std::map<std::string, Member> members_;
+  std::unordered_map<std::string, Member> members_;  // by id; hashed: looked up at every transition
   std::set<std::string> retirable_others_;   // available, other revision: scale-down candidates
   std::set<std::string> retirable_targets_;  // available, target revision: surplus candidates
   std::vector<std::string> dead_weight_;     // to retire at once

@@ -18,8 +18,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -106,9 +106,13 @@ public:
 
   /// The fleet now, ordered by id.
   std::vector<Instance> instances() const {
+    std::vector<const Instance*> by_id;  // sorted as pointers: an Instance is three strings to move
+    by_id.reserve(fleet_.size());
+    for (const auto& [id, e] : fleet_) by_id.push_back(&e.instance);
+    std::sort(by_id.begin(), by_id.end(), [](const Instance* a, const Instance* b) { return a->id < b->id; });
     std::vector<Instance> out;
-    out.reserve(fleet_.size());
-    for (const auto& [id, e] : fleet_) out.push_back(e.instance);
+    out.reserve(by_id.size());
+    for (const Instance* i : by_id) out.push_back(*i);
     return out;
   }
   /// Instances of `r` in the fleet now.
@@ -143,7 +147,7 @@ private:
   }
 
   C clock_;
-  std::map<std::string, Entry> fleet_;
+  std::unordered_map<std::string, Entry> fleet_;  // hashed: looked up at every call; instances() sorts
   std::size_t created_ = 0;
   std::size_t retired_ = 0;
   std::size_t peak_ = 0;
