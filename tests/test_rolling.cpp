@@ -79,8 +79,13 @@ struct Scenario {
     CHECK(clock.pending_timers() == 0);
     REQUIRE(out.fleet);
     // Nothing leaks: the reported fleet is the real one, and nothing in it is still starting.
-    CHECK(out.fleet->fleet.size() == orch.size());
+    CHECK(out.fleet->fleet == orch.instances());
     for (const auto& i : orch.instances()) CHECK_MESSAGE(orch.is_ready(i.id), i.id);
+    // The state shown after the run reports the same fleet and counts as the outcome.
+    CHECK(roll.state().report.fleet == out.fleet->fleet);
+    CHECK(roll.state().report.created == out.fleet->created);
+    CHECK(roll.state().report.retired == out.fleet->retired);
+    CHECK(roll.state().report.failed == out.fleet->failed);
     return out;
   }
 
