@@ -11,11 +11,13 @@
 #include <rollout/detail/race.hpp>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <fmt/format.h>
 
 #include <exception>
+#include <optional>
 #include <string_view>
 
 namespace rollout {
@@ -117,8 +119,15 @@ template <Clock C, HealthProbe P>
 boost::asio::awaitable<HealthResult> probe_once(const C& clock, P& probe, const Instance& instance, Duration timeout) {
   const auto started = clock.now();
   try {
-    auto r = co_await detail::with_timeout(clock, timeout, probe.check(instance));
-    if (!r) co_return HealthResult::down(fmt::format("probe.check timed out after {}", format_duration(timeout)), clock.now() - started);
+    // `with_timeout`'s body, inline: one coroutine frame fewer on every probe.
+    auto ex = co_await boost::asio::this_coro::executor;
+    auto timer = clock.make_timer(ex);
+    timer.expires_at(detail::add_saturating(started, timeout));
+    std::optional<HealthResult> r;
+    auto [order, e, ec] = co_await detail::race_with_timer(ex, timer, r, probe.check(instance));
+    if (!detail::timer_race_won(order, e, ec)) {
+      co_return HealthResult::down(fmt::format("probe.check timed out after {}", format_duration(timeout)), clock.now() - started);
+    }
     co_return std::move(*r);
   } catch (const boost::system::system_error& e) {
     if (e.code() == boost::asio::error::operation_aborted) throw;
