@@ -10,6 +10,7 @@
 #include <rollout/detail/parallel.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/retry.hpp>
+#include <rollout/detail/run_context.hpp>
 #include <rollout/detail/task.hpp>
 #include <rollout/strategy/blue_green.hpp>
 #include <rollout/testing/testing.hpp>
@@ -475,6 +476,19 @@ TEST_CASE("Notifier wakes every waiter and honours cancellation") {
   auto e = run_and_cancel_at(io, clock, n.async_wait(asio::use_awaitable), 1s);
   CHECK(is_aborted(e));
   CHECK(n.waiting() == 0);
+}
+
+TEST_CASE("a run's timeline reservation is capped, whatever the options ask for") {
+  SimClock clock;
+  ObserverList observers;
+  detail::RunContext<SimClock> ctx("canary", clock, observers);
+  // A metric measured 2^40 times asks for that many events: nothing may be
+  // allocated for them up front (uncapped, reserve() throws here).
+  ctx.begin(std::size_t{1} << 40);
+  ctx.emit(EventKind::run_started);
+  const auto out = ctx.finish(Outcome{});
+  CHECK(out.timeline.size() == 2);
+  CHECK(out.timeline.capacity() == detail::RunContext<SimClock>::max_reserved_events);
 }
 
 namespace {

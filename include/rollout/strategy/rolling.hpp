@@ -263,11 +263,12 @@ private:
   /// The events of an update that replaces `desired - partition` instances and
   /// nothing goes wrong: four per replacement (created, ready, and the old one's
   /// retiring and retired) and four for the run. The timeline is reserved for
-  /// them (capped at 2^20 events): doubling a 10,000-instance update's timeline
-  /// held its old and new buffers at once, 16.5 of the update's 40.5 MB heap peak.
+  /// them (up to `RunContext::max_reserved_events`): doubling a 10,000-instance
+  /// update's timeline held its old and new buffers at once, 16.5 of the
+  /// update's 40.5 MB heap peak.
   std::size_t expected_events() const {
     const auto replaced = static_cast<std::size_t>(std::max<std::int64_t>(0, options_.desired - options_.partition));
-    return std::min<std::size_t>(4 + 4 * replaced, std::size_t{1} << 20);
+    return 4 + 4 * replaced;
   }
 
   enum class MemberState { starting, warming, available, retiring, failed };
