@@ -493,19 +493,14 @@ private:
     Error why;               ///< Why it rolls back or failed; for a promotion, the reason.
     bool roll_back = false;  ///< Traffic goes back to 100% stable (verified) before the outcome.
   };
-  static Ending rolling_back(Status s, Error why) {
+  static Ending ended(Status s, Error why, bool roll_back = false) {
     Ending e;
     e.status = s;
     e.why = std::move(why);
-    e.roll_back = true;
+    e.roll_back = roll_back;
     return e;
   }
-  static Ending ended(Status s, Error why) {
-    Ending e;
-    e.status = s;
-    e.why = std::move(why);
-    return e;
-  }
+  static Ending rolling_back(Status s, Error why) { return ended(s, std::move(why), true); }
   /// The outcome of a run that did not roll back: promoted, or failed before any traffic moved.
   Outcome ended_without_rollback(Ending e) const {
     Outcome o;
