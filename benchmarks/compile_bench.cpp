@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
   tus.push_back({"<boost/asio.hpp> only", "#include <boost/asio.hpp>\nint main() {}\n"});
   tus.push_back({"<rollout/rollout.hpp> (umbrella)", "#include <rollout/rollout.hpp>\nint main() {}\n"});
   if (!smoke) {
+    // What rollout's own builds compile: every format string in the headers checked
+    // at compile time (rollout/detail/format.hpp); a user's build skips the check.
+    tus.push_back({"<rollout/rollout.hpp>, format strings checked (ROLLOUT_CHECK_FORMAT_STRINGS)",
+                   "#define ROLLOUT_CHECK_FORMAT_STRINGS\n#include <rollout/rollout.hpp>\nint main() {}\n"});
     tus.push_back({"umbrella + BlueGreen, Canary, Rolling instantiated",
                    "#include <rollout/rollout.hpp>\n#include <rollout/testing/testing.hpp>\n"
                    "using namespace rollout;\nusing LB = testing::ScriptedLoadBalancer<>;\n"

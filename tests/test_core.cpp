@@ -193,6 +193,18 @@ TEST_CASE("Backoff validates each field by name and grows with a cap") {
   // The same numbers on every standard library: x' = 6364136223846793005 x + 1442695040888963407 mod 2^64.
   JitterEngine known(42);
   CHECK(known() == 0x91778aed87ee5eb1ULL);
+  // Written out so the umbrella need not include <random>: the same numbers as the
+  // standard's engine with these parameters, from any seed, including the default.
+  for (const std::uint64_t seed : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{42}, ~std::uint64_t{0}}) {
+    JitterEngine ours(seed);
+    std::linear_congruential_engine<std::uint64_t, 6364136223846793005ULL, 1442695040888963407ULL, 0> standard(seed);
+    for (int i = 0; i < 1000; ++i) REQUIRE(ours() == standard());
+  }
+  JitterEngine ours_default;
+  std::linear_congruential_engine<std::uint64_t, 6364136223846793005ULL, 1442695040888963407ULL, 0> standard_default;
+  for (int i = 0; i < 100; ++i) REQUIRE(ours_default() == standard_default());
+  static_assert(std::uniform_random_bit_generator<JitterEngine>);
+  static_assert(JitterEngine::min() == 0 && JitterEngine::max() == ~std::uint64_t{0});
 }
 
 TEST_CASE("Control requests are sticky and reported to the listener") {

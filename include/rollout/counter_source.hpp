@@ -9,6 +9,7 @@
 #include <rollout/core/error.hpp>
 #include <rollout/core/metrics.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -38,9 +39,9 @@ struct CounterSourceOptions {
   void validate() const {
     require_duration("bucket", bucket, DurationRule::positive);
     // The upper bounds keep a mistyped value from reserving gigabytes per revision.
-    if (buckets < 2 || buckets > 1'000'000) throw invalid_option("buckets", fmt::format("{}", buckets), "must be within 2..1000000");
+    if (buckets < 2 || buckets > 1'000'000) throw invalid_option("buckets", detail::format("{}", buckets), "must be within 2..1000000");
     if (latency_samples < 1 || latency_samples > 10'000'000) {
-      throw invalid_option("latency_samples", fmt::format("{}", latency_samples), "must be within 1..10000000");
+      throw invalid_option("latency_samples", detail::format("{}", latency_samples), "must be within 1..10000000");
     }
   }
 };
@@ -113,7 +114,7 @@ public:
   result<MetricValue> evaluate(const MetricQuery& q, const Scope& scope) const {
     const auto span = static_cast<std::size_t>((q.window + opts_.bucket - Duration(1)) / opts_.bucket);
     if (q.window <= Duration::zero() || span >= opts_.buckets) {
-      return Error(errc::invalid_option, fmt::format("CounterSource: window {} for {} must be within 0..{}", format_duration(q.window),
+      return Error(errc::invalid_option, detail::format("CounterSource: window {} for {} must be within 0..{}", format_duration(q.window),
                                                      q.name, format_duration(opts_.bucket * static_cast<long>(opts_.buckets - 1))));
     }
     const Series* s = find(scope.revision.id);
@@ -134,7 +135,7 @@ public:
           if (r > 0) per_bucket.push_back(expr == "error_rate" ? static_cast<double>(e) / static_cast<double>(r) : static_cast<double>(r));
         }
       }
-      if (requests == 0) return MetricValue{NoData{fmt::format("no requests of {} in the last {}", scope.revision, format_duration(q.window))}};
+      if (requests == 0) return MetricValue{NoData{detail::format("no requests of {} in the last {}", scope.revision, format_duration(q.window))}};
       if (samples && expr != "requests") return MetricValue{std::move(per_bucket)};
       if (expr == "error_rate") return MetricValue{static_cast<double>(errors) / static_cast<double>(requests)};
       if (expr == "requests") return MetricValue{static_cast<double>(requests)};
@@ -147,7 +148,7 @@ public:
       // p99 is the 0.99 quantile, p999 the 0.999 one, p50 the median, p100 the maximum.
       const double fraction = digits == "100" ? 1.0 : quantile / std::pow(10.0, static_cast<double>(digits.size()));
       if (ec != std::errc{} || end != digits.data() + digits.size() || digits.empty() || !(fraction > 0 && fraction <= 1)) {
-        return Error(errc::invalid_option, fmt::format("CounterSource: {:?} is not latency_p<quantile>, e.g. latency_p99", q.expr));
+        return Error(errc::invalid_option, detail::format("CounterSource: {:?} is not latency_p<quantile>, e.g. latency_p99", q.expr));
       }
       Samples ms;
       if (s) {
@@ -160,14 +161,14 @@ public:
           ms.push_back(static_cast<double>(v & 0xffffffff) / 1000.0);
         }
       }
-      if (ms.empty()) return MetricValue{NoData{fmt::format("no latencies of {} in the last {}", scope.revision, format_duration(q.window))}};
+      if (ms.empty()) return MetricValue{NoData{detail::format("no latencies of {} in the last {}", scope.revision, format_duration(q.window))}};
       if (samples) return MetricValue{std::move(ms)};
       const auto at = static_cast<std::size_t>(std::ceil(fraction * static_cast<double>(ms.size()))) - 1;
       std::nth_element(ms.begin(), ms.begin() + static_cast<std::ptrdiff_t>(std::min(at, ms.size() - 1)), ms.end());
       return MetricValue{ms[std::min(at, ms.size() - 1)]};
     }
     return Error(errc::invalid_option,
-                 fmt::format("CounterSource: unknown query {:?} (error_rate, request_rate, requests, latency_p<q>)", q.expr));
+                 detail::format("CounterSource: unknown query {:?} (error_rate, request_rate, requests, latency_p<q>)", q.expr));
   }
 
 private:

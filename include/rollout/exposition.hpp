@@ -6,6 +6,7 @@
 
 #include <rollout/core/event.hpp>
 #include <rollout/core/traffic_split.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -83,30 +84,30 @@ public:
   std::string render() const {
     std::lock_guard lock(mutex_);
     std::string out;
-    const auto r = fmt::format("rollout=\"{}\"", escape(name_));
+    const auto r = detail::format("rollout=\"{}\"", escape(name_));
     out += "# HELP rollout_phase The current phase of the rollout (1 for the current phase).\n# TYPE rollout_phase gauge\n";
-    if (!phase_.empty()) out += fmt::format("rollout_phase{{{},strategy=\"{}\",phase=\"{}\"}} 1\n", r, escape(strategy_), escape(phase_));
+    if (!phase_.empty()) out += detail::format("rollout_phase{{{},strategy=\"{}\",phase=\"{}\"}} 1\n", r, escape(strategy_), escape(phase_));
     out += "# HELP rollout_traffic_weight Share of traffic per group, 0..1, as last verified on the load balancer.\n"
            "# TYPE rollout_traffic_weight gauge\n";
     for (const auto& [group, w] : weights_) {
       auto rev = revisions_.find(group);
-      out += fmt::format("rollout_traffic_weight{{{},group=\"{}\",revision=\"{}\"}} {}\n", r, escape(group),
+      out += detail::format("rollout_traffic_weight{{{},group=\"{}\",revision=\"{}\"}} {}\n", r, escape(group),
                          escape(rev == revisions_.end() ? group : rev->second), w);
     }
     out += "# HELP rollout_analysis_result Latest result per metric (1 for the current result).\n"
            "# TYPE rollout_analysis_result gauge\n";
     for (const auto& [metric, result] : analysis_) {
-      out += fmt::format("rollout_analysis_result{{{},metric=\"{}\",result=\"{}\"}} 1\n", r, escape(metric), escape(result));
+      out += detail::format("rollout_analysis_result{{{},metric=\"{}\",result=\"{}\"}} 1\n", r, escape(metric), escape(result));
     }
     out += "# HELP rollout_last_transition_timestamp_seconds When the phase or the traffic last changed (Unix time).\n"
            "# TYPE rollout_last_transition_timestamp_seconds gauge\n";
     if (last_transition_) {
-      out += fmt::format("rollout_last_transition_timestamp_seconds{{{}}} {:.3f}\n", r,
+      out += detail::format("rollout_last_transition_timestamp_seconds{{{}}} {:.3f}\n", r,
                          std::chrono::duration<double>(last_transition_->time_since_epoch()).count());
     }
     if (outcome_) {
       out += "# HELP rollout_outcome How the last run ended (1 for its status).\n# TYPE rollout_outcome gauge\n";
-      out += fmt::format("rollout_outcome{{{},status=\"{}\"}} 1\n", r, escape(*outcome_));
+      out += detail::format("rollout_outcome{{{},status=\"{}\"}} 1\n", r, escape(*outcome_));
     }
     return out;
   }

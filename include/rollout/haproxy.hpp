@@ -10,6 +10,7 @@
 #include <rollout/core/traffic_split.hpp>
 #include <rollout/core/types.hpp>
 #include <rollout/detail/race.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -75,7 +76,7 @@ inline bool valid_haproxy_name(std::string_view name) {
 
 inline void require_haproxy_name(std::string_view field, std::string_view name) {
   if (!valid_haproxy_name(name)) {
-    throw invalid_option(field, fmt::format("{:?}", name), "must be 1-256 characters of A-Z a-z 0-9 . - _ :");
+    throw invalid_option(field, detail::format("{:?}", name), "must be 1-256 characters of A-Z a-z 0-9 . - _ :");
   }
 }
 
@@ -85,7 +86,7 @@ inline void require_haproxy_name(std::string_view field, std::string_view name) 
 /// format does the escaping; the surrounding quotes are dropped.)
 inline std::string printable(std::string_view text, std::size_t limit = 200) {
   const bool cut = text.size() > limit;
-  const auto quoted = fmt::format("{:?}", text.substr(0, limit));
+  const auto quoted = detail::format("{:?}", text.substr(0, limit));
   return quoted.substr(1, quoted.size() - 2) + (cut ? "..." : "");
 }
 
@@ -101,7 +102,7 @@ inline Error haproxy_error(std::string_view command, std::string reply) {
   } else if (reply.find("Permission denied") != std::string::npos) {
     code = errc::permission_denied;
   }
-  return Error(code, fmt::format("haproxy: {} (for: {})", first_line, command.substr(0, 120)));
+  return Error(code, detail::format("haproxy: {} (for: {})", first_line, command.substr(0, 120)));
 }
 
 /// One data line of `show servers state`.
@@ -208,8 +209,8 @@ public:
     for (const auto& [group, servers] : opts_.groups) {
       if (group.empty()) throw invalid_option("groups", "\"\"", "a group name is empty");
       for (std::size_t i = 0; i < servers.size(); ++i) {
-        detail::require_haproxy_name(fmt::format("groups[{}][{}].backend", group, i), servers[i].backend);
-        detail::require_haproxy_name(fmt::format("groups[{}][{}].server", group, i), servers[i].server);
+        detail::require_haproxy_name(detail::format("groups[{}][{}].backend", group, i), servers[i].backend);
+        detail::require_haproxy_name(detail::format("groups[{}][{}].server", group, i), servers[i].server);
       }
     }
   }
@@ -218,7 +219,7 @@ public:
     std::map<std::string, std::int32_t> bp;
     for (const auto& share : split.shares()) {
       if (!opts_.groups.contains(share.group)) {
-        co_return Error(errc::unknown_server, fmt::format("group {} is not mapped to any HAProxy server", share.group));
+        co_return Error(errc::unknown_server, detail::format("group {} is not mapped to any HAProxy server", share.group));
       }
       bp[share.group] = share.weight.basis_points();
     }
@@ -231,7 +232,7 @@ public:
     for (const auto& [backend, groups] : by_backend) want.merge(detail::haproxy_weights(groups, bp));
     std::string batch;
     for (const auto& [s, w] : want) {
-      batch += fmt::format("{}set server {}/{} weight {}; set server {}/{} state {}", batch.empty() ? "" : "; ", s.backend,
+      batch += detail::format("{}set server {}/{} weight {}; set server {}/{} state {}", batch.empty() ? "" : "; ", s.backend,
                            s.server, w, s.backend, s.server, w > 0 ? "ready" : "drain");
     }
     auto r = co_await command(batch);
@@ -239,7 +240,7 @@ public:
     // Each command answers an empty line; anything else is HAProxy's error or a broken reply.
     if (*r != std::string(want.size() * 2, '\n')) {
       if (r->find_first_not_of('\n') == std::string::npos) {
-        co_return Error(errc::protocol_error, fmt::format("haproxy: {} answers to {} commands (for: {})", r->size(), want.size() * 2,
+        co_return Error(errc::protocol_error, detail::format("haproxy: {} answers to {} commands (for: {})", r->size(), want.size() * 2,
                                                           batch.substr(0, 120)));
       }
       co_return detail::haproxy_error(batch, first_error(*r));
@@ -259,13 +260,13 @@ public:
                                                          std::string group = {}) {
     detail::require_haproxy_name("backend", backend);
     detail::require_haproxy_name("instance.id", instance.id);
-    if (weight < 0 || weight > 256) throw invalid_option("weight", fmt::format("{}", weight), "must be within 0..256");
-    const auto addr = fmt::format("{}:{}", instance.endpoint.host, instance.endpoint.port);
+    if (weight < 0 || weight > 256) throw invalid_option("weight", detail::format("{}", weight), "must be within 0..256");
+    const auto addr = detail::format("{}:{}", instance.endpoint.host, instance.endpoint.port);
     if (!detail::valid_haproxy_name(instance.endpoint.host)) {
-      throw invalid_option("instance.endpoint.host", fmt::format("{:?}", instance.endpoint.host), "must be an address or host name");
+      throw invalid_option("instance.endpoint.host", detail::format("{:?}", instance.endpoint.host), "must be an address or host name");
     }
     // Weight 0 goes to drain rather than ready, as `apply` does for a group at 0%.
-    auto r = co_await command(fmt::format("add server {0}/{1} {2} weight {3}; {4} server {0}/{1}{5}", backend, instance.id, addr, weight,
+    auto r = co_await command(detail::format("add server {0}/{1} {2} weight {3}; {4} server {0}/{1}{5}", backend, instance.id, addr, weight,
                                           weight > 0 ? "enable" : "set", weight > 0 ? "" : " state drain"));
     if (!r) co_return r.error();
     if (r->rfind("New server registered.", 0) != 0 || r->find("\n\n\n") == std::string::npos) {
@@ -283,9 +284,9 @@ public:
   /// makes it ready again.
   boost::asio::awaitable<result<void>> drain_instance(const Instance& instance) {
     const auto backend = registered_backend(instance);
-    if (!backend) co_return Error(errc::unknown_server, fmt::format("{} was not registered", instance.id));
+    if (!backend) co_return Error(errc::unknown_server, detail::format("{} was not registered", instance.id));
     leave_groups(HaproxyServer{*backend, instance.id});
-    auto r = co_await command(fmt::format("set server {}/{} state drain", *backend, instance.id));
+    auto r = co_await command(detail::format("set server {}/{} state drain", *backend, instance.id));
     if (!r) co_return r.error();
     if (*r != "\n") co_return detail::haproxy_error("set server state drain", *r);
     co_return result<void>{};
@@ -296,12 +297,12 @@ public:
   /// before this to let them finish).
   boost::asio::awaitable<result<void>> deregister_instance(const Instance& instance) {
     const auto backend = registered_backend(instance);
-    if (!backend) co_return Error(errc::unknown_server, fmt::format("{} was not registered", instance.id));
-    const auto name = fmt::format("{}/{}", *backend, instance.id);
-    auto r = co_await command(fmt::format("set server {} state maint; del server {}", name, name));
+    if (!backend) co_return Error(errc::unknown_server, detail::format("{} was not registered", instance.id));
+    const auto name = detail::format("{}/{}", *backend, instance.id);
+    auto r = co_await command(detail::format("set server {} state maint; del server {}", name, name));
     if (!r) co_return r.error();
     if (r->find("still has connections") != std::string::npos) {
-      r = co_await command(fmt::format("shutdown sessions server {}; del server {}", name, name));
+      r = co_await command(detail::format("shutdown sessions server {}; del server {}", name, name));
       if (!r) co_return r.error();
     }
     if (r->find("Server deleted.") == std::string::npos) co_return detail::haproxy_error("del server", *r);
@@ -319,7 +320,7 @@ public:
     if (line.size() > 15000) co_return Error(errc::invalid_option, "runtime API line too long (HAProxy's limit is about 15 KB)");
     line += '\n';
     auto r = co_await detail::with_timeout(SteadyClock{}, opts_.command_timeout, exchange(std::move(line)));
-    if (!r) co_return Error(errc::timeout, fmt::format("haproxy runtime API did not answer within {}", format_duration(opts_.command_timeout)));
+    if (!r) co_return Error(errc::timeout, detail::format("haproxy runtime API did not answer within {}", format_duration(opts_.command_timeout)));
     co_return std::move(*r);
   }
 
@@ -346,29 +347,29 @@ private:
     std::set<std::string> backends;
     for (const auto& [s, w] : want) backends.insert(s.backend);
     std::string batch;
-    for (const auto& b : backends) batch += fmt::format("{}show servers state {}", batch.empty() ? "" : "; ", b);
+    for (const auto& b : backends) batch += detail::format("{}show servers state {}", batch.empty() ? "" : "; ", b);
     auto r = co_await command(batch);
     if (!r) co_return r.error();
     auto state = detail::parse_servers_state(*r);
     if (!state) {
       if (r->rfind("1\n", 0) != 0) co_return detail::haproxy_error(batch, *r);  // an error message instead of a state dump
-      co_return Error(errc::protocol_error, fmt::format("haproxy: malformed reply to {}: {}", batch.substr(0, 120), detail::printable(*r)));
+      co_return Error(errc::protocol_error, detail::format("haproxy: malformed reply to {}: {}", batch.substr(0, 120), detail::printable(*r)));
     }
     std::string mismatches;
     for (const auto& [s, w] : want) {
       auto it = state->find(s);
       if (it == state->end()) {
-        mismatches += fmt::format("{}{}/{} missing", mismatches.empty() ? "" : ", ", s.backend, s.server);
+        mismatches += detail::format("{}{}/{} missing", mismatches.empty() ? "" : ", ", s.backend, s.server);
         continue;
       }
       const bool drain = (it->second.admin_state & 0x08) != 0;
       const bool maint = (it->second.admin_state & 0x01) != 0;
       if (it->second.weight != w || drain != (w == 0) || maint) {
-        mismatches += fmt::format("{}{}/{} weight {} admin {:#x} (wanted weight {}{})", mismatches.empty() ? "" : ", ", s.backend,
+        mismatches += detail::format("{}{}/{} weight {} admin {:#x} (wanted weight {}{})", mismatches.empty() ? "" : ", ", s.backend,
                                   s.server, it->second.weight, it->second.admin_state, w, w == 0 ? ", drain" : "");
       }
     }
-    if (!mismatches.empty()) co_return Error(errc::lb_verify_mismatch, fmt::format("haproxy read-back: {}", mismatches));
+    if (!mismatches.empty()) co_return Error(errc::lb_verify_mismatch, detail::format("haproxy read-back: {}", mismatches));
     co_return result<void>{};
   }
 
@@ -376,13 +377,13 @@ private:
   static boost::asio::awaitable<result<std::string>> talk(Socket& socket, std::string line) {
     namespace asio = boost::asio;
     auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(line), asio::as_tuple(asio::use_awaitable));
-    if (wec) co_return Error(errc::lb_unavailable, fmt::format("haproxy: write: {}", wec.message()));
+    if (wec) co_return Error(errc::lb_unavailable, detail::format("haproxy: write: {}", wec.message()));
     std::string reply;
     constexpr std::size_t limit = std::size_t{1} << 20;  // far above any reply we ask for
     auto [rec, rn] = co_await asio::async_read(socket, asio::dynamic_buffer(reply, limit), asio::as_tuple(asio::use_awaitable));
     if (reply.size() >= limit) co_return Error(errc::protocol_error, "haproxy: reply larger than 1 MiB");
     if (rec && rec != asio::error::eof) {
-      co_return Error(errc::lb_unavailable, fmt::format("haproxy: read: {}", rec.message()));
+      co_return Error(errc::lb_unavailable, detail::format("haproxy: read: {}", rec.message()));
     }
     if (reply.empty()) co_return Error(errc::lb_unavailable, "haproxy closed the connection without a reply");
     co_return reply;
@@ -395,15 +396,15 @@ private:
       asio::local::stream_protocol::socket socket(ex);
       auto [ec] = co_await socket.async_connect(asio::local::stream_protocol::endpoint(opts_.address.unix_socket),
                                                 asio::as_tuple(asio::use_awaitable));
-      if (ec) co_return Error(errc::lb_unavailable, fmt::format("haproxy: connect {}: {}", opts_.address.unix_socket, ec.message()));
+      if (ec) co_return Error(errc::lb_unavailable, detail::format("haproxy: connect {}: {}", opts_.address.unix_socket, ec.message()));
       co_return co_await talk(socket, std::move(line));
     }
     asio::ip::tcp::socket socket(ex);
     boost::system::error_code aec;
     const auto addr = asio::ip::make_address(opts_.address.tcp->host, aec);
-    if (aec) co_return Error(errc::invalid_option, fmt::format("haproxy address {:?} is not an IP address", opts_.address.tcp->host));
+    if (aec) co_return Error(errc::invalid_option, detail::format("haproxy address {:?} is not an IP address", opts_.address.tcp->host));
     auto [ec] = co_await socket.async_connect(asio::ip::tcp::endpoint(addr, opts_.address.tcp->port), asio::as_tuple(asio::use_awaitable));
-    if (ec) co_return Error(errc::lb_unavailable, fmt::format("haproxy: connect {}: {}", *opts_.address.tcp, ec.message()));
+    if (ec) co_return Error(errc::lb_unavailable, detail::format("haproxy: connect {}: {}", *opts_.address.tcp, ec.message()));
     co_return co_await talk(socket, std::move(line));
   }
 

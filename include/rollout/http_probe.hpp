@@ -7,6 +7,7 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -64,20 +65,20 @@ struct HttpProbeOptions {
       return std::all_of(s.begin(), s.end(), [](unsigned char c) { return c >= 0x20 && c != 0x7f; });
     };
     if (path.empty() || path.front() != '/' || !clean(path) || path.find(' ') != std::string::npos) {
-      throw invalid_option("path", fmt::format("{:?}", path), "must start with '/' and contain no spaces or control characters");
+      throw invalid_option("path", detail::format("{:?}", path), "must start with '/' and contain no spaces or control characters");
     }
     if (max_idle_per_endpoint < 1) throw invalid_option("max_idle_per_endpoint", "0", "must be at least 1");
     if (min_status < 100 || max_status > 599 || min_status > max_status) {
-      throw invalid_option("min_status", fmt::format("{}..{}", min_status, max_status), "must be a range within 100..599");
+      throw invalid_option("min_status", detail::format("{}..{}", min_status, max_status), "must be a range within 100..599");
     }
     for (std::size_t i = 0; i < headers.size(); ++i) {
       const auto& [name, value] = headers[i];
       const bool token = !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
         return std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
       });
-      if (!token) throw invalid_option(fmt::format("headers[{}].name", i), fmt::format("{:?}", name), "must be an HTTP token");
+      if (!token) throw invalid_option(detail::format("headers[{}].name", i), detail::format("{:?}", name), "must be an HTTP token");
       if (!clean(value)) {
-        throw invalid_option(fmt::format("headers[{}].value", i), "<redacted>", "must not contain control characters (CR, LF)");
+        throw invalid_option(detail::format("headers[{}].value", i), "<redacted>", "must not contain control characters (CR, LF)");
       }
     }
     require_duration("timeout", timeout, DurationRule::positive);
@@ -99,11 +100,11 @@ inline bool is_secret_header(std::string_view name) {
 /// "timed out after 1s", "connection refused", ... for a probe's detail.
 inline std::string describe_http_error(const boost::system::error_code& ec, Duration timeout) {
   namespace http = boost::beast::http;
-  if (ec == boost::beast::error::timeout) return fmt::format("timed out after {}", format_duration(timeout));
+  if (ec == boost::beast::error::timeout) return detail::format("timed out after {}", format_duration(timeout));
   if (ec == http::error::body_limit) return "response body too large";
   if (ec == http::error::header_limit) return "response headers too large";
   if (ec == http::error::end_of_stream) return "connection closed before a response";
-  if (ec.category() == make_error_code(http::error::bad_status).category()) return fmt::format("malformed response: {}", ec.message());
+  if (ec.category() == make_error_code(http::error::bad_status).category()) return detail::format("malformed response: {}", ec.message());
   return ec.message();
 }
 
@@ -125,11 +126,11 @@ inline boost::asio::awaitable<std::variant<std::string, std::unique_ptr<boost::b
   } else {
     tcp::resolver resolver(ex);
     auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port), asio::as_tuple(asio::use_awaitable));
-    if (rec) co_return fmt::format("resolve {}: {}", ep.host, rec.message());
+    if (rec) co_return detail::format("resolve {}: {}", ep.host, rec.message());
     auto [cec, where] = co_await stream->async_connect(results, asio::as_tuple(asio::use_awaitable));
     ec = cec;
   }
-  if (ec) co_return fmt::format("connect {}: {}", ep, describe_http_error(ec, timeout));
+  if (ec) co_return detail::format("connect {}: {}", ep, describe_http_error(ec, timeout));
   co_return std::move(stream);
 }
 
@@ -148,7 +149,7 @@ boost::asio::awaitable<HttpExchange> http_exchange(Stream& stream, const HttpPro
   namespace http = beast::http;
   HttpExchange out;
   http::request<http::empty_body> req{opts.head ? http::verb::head : http::verb::get, opts.path, 11};
-  req.set(http::field::host, fmt::format("{}:{}", ep.host, ep.port));
+  req.set(http::field::host, detail::format("{}:{}", ep.host, ep.port));
   req.set(http::field::user_agent, "rollout-probe");
   for (const auto& [name, value] : opts.headers) req.set(name, value);
   req.keep_alive(opts.keep_alive);
@@ -156,7 +157,7 @@ boost::asio::awaitable<HttpExchange> http_exchange(Stream& stream, const HttpPro
   auto [wec, wn] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
   if (wec) {
     out.stale = true;
-    out.result = HealthResult::down(fmt::format("{} {}: {}", verb, opts.path, describe_http_error(wec, opts.timeout)));
+    out.result = HealthResult::down(detail::format("{} {}: {}", verb, opts.path, describe_http_error(wec, opts.timeout)));
     co_return out;
   }
   beast::flat_buffer buffer;
@@ -167,21 +168,21 @@ boost::asio::awaitable<HttpExchange> http_exchange(Stream& stream, const HttpPro
   auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
   if (rec) {
     out.stale = rn == 0 && (rec == http::error::end_of_stream || rec == asio::error::connection_reset || rec == asio::error::eof);
-    out.result = HealthResult::down(fmt::format("{} {}: {}", verb, opts.path, describe_http_error(rec, opts.timeout)));
+    out.result = HealthResult::down(detail::format("{} {}: {}", verb, opts.path, describe_http_error(rec, opts.timeout)));
     co_return out;
   }
   const auto& res = parser.get();
   const unsigned status = res.result_int();
   out.reusable = res.keep_alive();
   if (status < opts.min_status || status > opts.max_status) {
-    out.result = HealthResult::down(fmt::format("HTTP {} (expected {}..{})", status, opts.min_status, opts.max_status));
+    out.result = HealthResult::down(detail::format("HTTP {} (expected {}..{})", status, opts.min_status, opts.max_status));
     co_return out;
   }
   if (opts.body_contains && res.body().find(*opts.body_contains) == std::string::npos) {
-    out.result = HealthResult::down(fmt::format("HTTP {} but the body lacks {:?}", status, *opts.body_contains));
+    out.result = HealthResult::down(detail::format("HTTP {} but the body lacks {:?}", status, *opts.body_contains));
     co_return out;
   }
-  out.result = HealthResult::up(fmt::format("HTTP {}", status));
+  out.result = HealthResult::up(detail::format("HTTP {}", status));
   co_return out;
 }
 
@@ -211,7 +212,7 @@ public:
     namespace asio = boost::asio;
     const auto started = std::chrono::steady_clock::now();
     const auto elapsed = [&] { return Duration(std::chrono::steady_clock::now() - started); };
-    const std::string key = fmt::format("{}", instance.endpoint);
+    const std::string key = detail::format("{}", instance.endpoint);
     std::unique_ptr<beast::tcp_stream> stream;
     bool reused = false;
     if (auto it = idle_.find(key); opts_.keep_alive && it != idle_.end() && !it->second.empty()) {
@@ -226,7 +227,7 @@ public:
         stream = std::move(std::get<std::unique_ptr<beast::tcp_stream>>(connected));
       }
       const auto left = opts_.timeout - elapsed();
-      if (left <= Duration::zero()) co_return HealthResult::down(fmt::format("timed out after {}", format_duration(opts_.timeout)), elapsed());
+      if (left <= Duration::zero()) co_return HealthResult::down(detail::format("timed out after {}", format_duration(opts_.timeout)), elapsed());
       stream->expires_after(left);
       auto outcome = co_await detail::http_exchange(*stream, opts_, instance.endpoint);
       if (outcome.stale && reused) {  // the kept connection was closed by the server: one fresh try
@@ -264,14 +265,14 @@ struct fmt::formatter<rollout::HttpProbeOptions> : fmt::formatter<std::string_vi
   auto format(const rollout::HttpProbeOptions& o, FormatContext& ctx) const {
     std::string headers;
     for (const auto& [name, value] : o.headers) {
-      headers += fmt::format("{}{}: {}", headers.empty() ? "" : ", ", name,
+      headers += rollout::detail::format("{}{}: {}", headers.empty() ? "" : ", ", name,
                              rollout::detail::is_secret_header(name) ? std::string("<redacted>") : value);
     }
     return fmt::formatter<std::string_view>::format(
-        fmt::format("{} {} expecting {}..{}{}, timeout {}{}{}", o.head ? "HEAD" : "GET", o.path, o.min_status, o.max_status,
-                    o.body_contains ? fmt::format(" containing {:?}", *o.body_contains) : std::string(),
+        rollout::detail::format("{} {} expecting {}..{}{}, timeout {}{}{}", o.head ? "HEAD" : "GET", o.path, o.min_status, o.max_status,
+                    o.body_contains ? rollout::detail::format(" containing {:?}", *o.body_contains) : std::string(),
                     rollout::format_duration(o.timeout), o.keep_alive ? ", keep-alive" : "",
-                    headers.empty() ? std::string() : fmt::format(", headers {{{}}}", headers)),
+                    headers.empty() ? std::string() : rollout::detail::format(", headers {{{}}}", headers)),
         ctx);
   }
 };

@@ -9,6 +9,7 @@
 #include <rollout/core/error.hpp>
 #include <rollout/core/types.hpp>
 #include <rollout/http_probe.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -54,7 +55,7 @@ public:
     boost::system::error_code ec;
     if (!opts_.ca_file.empty()) {
       ctx_->load_verify_file(opts_.ca_file, ec);
-      if (ec) throw invalid_option("ca_file", opts_.ca_file, fmt::format("could not be loaded: {}", ec.message()));
+      if (ec) throw invalid_option("ca_file", opts_.ca_file, detail::format("could not be loaded: {}", ec.message()));
     } else {
       ctx_->set_default_verify_paths(ec);
     }
@@ -72,12 +73,12 @@ public:
     beast::ssl_stream<beast::tcp_stream> stream(std::move(*tcp), *ctx_);
     const std::string name = opts_.server_name.empty() ? instance.endpoint.host : opts_.server_name;
     if (!SSL_set_tlsext_host_name(stream.native_handle(), name.c_str())) {
-      co_return HealthResult::down(fmt::format("TLS: cannot use {:?} as server name", name), elapsed());
+      co_return HealthResult::down(detail::format("TLS: cannot use {:?} as server name", name), elapsed());
     }
     if (opts_.verify_peer) stream.set_verify_callback(asio::ssl::host_name_verification(name));
     auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
     if (hec) {
-      co_return HealthResult::down(fmt::format("TLS handshake with {}: {}", instance.endpoint, detail::describe_http_error(hec, opts_.http.timeout)),
+      co_return HealthResult::down(detail::format("TLS handshake with {}: {}", instance.endpoint, detail::describe_http_error(hec, opts_.http.timeout)),
                                    elapsed());
     }
     auto outcome = co_await detail::http_exchange(stream, opts_.http, instance.endpoint);

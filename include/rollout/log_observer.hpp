@@ -4,6 +4,7 @@
 /// `rollout::LogObserver`: one human-readable line per event.
 
 #include <rollout/core/event.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -26,7 +27,7 @@ public:
   LogObserver(std::string name, std::function<void(std::string_view)> sink) : name_(std::move(name)), sink_(std::move(sink)) {}
 
   void on_event(const Event& e) {
-    const auto line = name_.empty() ? fmt::format("{}", e) : fmt::format("[{}] {}", name_, e);
+    const auto line = name_.empty() ? detail::format("{}", e) : detail::format("[{}] {}", name_, e);
     if (sink_) {
       sink_(line);
     } else if (out_) {

@@ -13,6 +13,7 @@
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/task.hpp>
 #include <rollout/tcp_probe.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -51,7 +52,7 @@ struct ProcessOrchestratorOptions {
 
   void validate() const {
     if (executable.empty() || !executable.is_absolute()) {
-      throw invalid_option("executable", fmt::format("{:?}", executable.string()), "must be an absolute path");
+      throw invalid_option("executable", detail::format("{:?}", executable.string()), "must be an absolute path");
     }
     require_duration("ready_poll", ready_poll, DurationRule::positive);
     require_duration("drain", drain, DurationRule::non_negative);
@@ -109,7 +110,7 @@ public:
     auto ex = co_await boost::asio::this_coro::executor;
     const auto port = free_port(ex);
     if (!port) co_return Error(errc::instance_failed, "no free port on " + opts_.host);
-    Instance inst{fmt::format("{}-{}", r.id, next_++), r, Endpoint{opts_.host, *port}};
+    Instance inst{detail::format("{}-{}", r.id, next_++), r, Endpoint{opts_.host, *port}};
     std::vector<std::string> args;
     std::vector<std::pair<std::string, std::string>> env;
     command_line(inst, args, env);
@@ -117,7 +118,7 @@ public:
     try {
       child->process.emplace(ex, opts_.executable, args, env);
     } catch (const invalid_option& e) {
-      co_return Error(errc::instance_failed, fmt::format("{}: {}", inst.id, e.what()));
+      co_return Error(errc::instance_failed, detail::format("{}: {}", inst.id, e.what()));
     }
     Child& c = *child;
     children_[inst.id] = std::move(child);
@@ -127,11 +128,11 @@ public:
 
   boost::asio::awaitable<result<void>> wait_ready(const Instance& i) {
     auto it = children_.find(i.id);
-    if (it == children_.end()) co_return Error(errc::instance_failed, fmt::format("{} is not one of our processes", i.id));
+    if (it == children_.end()) co_return Error(errc::instance_failed, detail::format("{} is not one of our processes", i.id));
     Child& c = *it->second;
     SteadyClock clock;
     for (;;) {
-      if (c.status) co_return Error(errc::instance_failed, fmt::format("{} {} while starting", i.id, c.status->text()));
+      if (c.status) co_return Error(errc::instance_failed, detail::format("{} {} while starting", i.id, c.status->text()));
       const auto health = co_await probe_.check(i);
       if (c.status) continue;
       if (health.healthy) break;
@@ -140,7 +141,7 @@ public:
     }
     if (reg_.on_ready) {
       auto r = co_await reg_.on_ready(i);
-      if (!r) co_return Error(r.error().code, fmt::format("{} is ready but registering it failed: {}", i.id, r.error().message));
+      if (!r) co_return Error(r.error().code, detail::format("{} is ready but registering it failed: {}", i.id, r.error().message));
     }
     c.registered = true;
     co_return result<void>{};
@@ -154,7 +155,7 @@ public:
     std::string notes;
     if (reg_.on_drain && c.registered) {
       auto r = co_await reg_.on_drain(i);
-      if (!r) notes += fmt::format("; deregistering failed: {}", r.error().message);
+      if (!r) notes += detail::format("; deregistering failed: {}", r.error().message);
     }
     SteadyClock clock;
     if (opts_.drain > Duration::zero() && !c.status) co_await detail::sleep_for(clock, opts_.drain);
@@ -169,7 +170,7 @@ public:
     }
     if (reg_.on_gone && c.registered) {
       auto r = co_await reg_.on_gone(i);
-      if (!r) notes += fmt::format("; removing it from the load balancer failed: {}", r.error().message);
+      if (!r) notes += detail::format("; removing it from the load balancer failed: {}", r.error().message);
     }
     last_exit_[i.id] = *c.status;
     last_exit_note_[i.id] = notes;

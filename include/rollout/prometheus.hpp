@@ -12,6 +12,7 @@
 #include <rollout/core/types.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/http_probe.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -58,11 +59,11 @@ struct PrometheusOptions {
     if (server.host.empty()) throw invalid_option("server.host", "\"\"", "must not be empty");
     require_duration("timeout", timeout, DurationRule::positive);
     // Prometheus refuses a range query of more than 11,000 points per series.
-    if (samples < 2 || samples > 11000) throw invalid_option("samples", fmt::format("{}", samples), "must be within 2..11000");
+    if (samples < 2 || samples > 11000) throw invalid_option("samples", detail::format("{}", samples), "must be within 2..11000");
     if (max_response == 0) throw invalid_option("max_response", "0", "must be greater than 0");
     const bool clean_prefix = std::all_of(path_prefix.begin(), path_prefix.end(), [](unsigned char c) { return c > 0x20 && c != 0x7f; });
     if (!path_prefix.empty() && (path_prefix.front() != '/' || !clean_prefix)) {
-      throw invalid_option("path_prefix", fmt::format("{:?}", path_prefix), "must start with '/' and contain no spaces or control characters");
+      throw invalid_option("path_prefix", detail::format("{:?}", path_prefix), "must start with '/' and contain no spaces or control characters");
     }
     if (bearer_token && bearer_token->find_first_of("\r\n") != std::string::npos) {
       throw invalid_option("bearer_token", "<redacted>", "must not contain CR or LF");
@@ -92,9 +93,9 @@ inline std::string promql_escape(std::string_view v) {
 /// A duration as Prometheus writes it: `90s`, `5m`, `1500ms`.
 inline std::string promql_duration(Duration d) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-  if (ms % 60000 == 0) return fmt::format("{}m", ms / 60000);
-  if (ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
-  return fmt::format("{}ms", ms);
+  if (ms % 60000 == 0) return detail::format("{}m", ms / 60000);
+  if (ms % 1000 == 0) return detail::format("{}s", ms / 1000);
+  return detail::format("{}ms", ms);
 }
 
 /// Replaces `$revision`, `$role`, `$window` and the extra variables in `expr`.
@@ -104,7 +105,7 @@ inline std::string expand_query(std::string expr, const Scope& scope, Duration w
   std::vector<std::pair<std::string, std::string>> vars;
   for (const auto& [k, v] : extra) vars.emplace_back("$" + k, promql_escape(v));
   vars.emplace_back("$revision", promql_escape(scope.revision.id));
-  vars.emplace_back("$role", fmt::format("{}", scope.role));
+  vars.emplace_back("$role", detail::format("{}", scope.role));
   vars.emplace_back("$window", promql_duration(window));
   std::sort(vars.begin(), vars.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   for (const auto& [key, value] : vars) {
@@ -126,7 +127,7 @@ inline SampleRange sample_range(std::chrono::milliseconds now, Duration window, 
   const auto span = std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(window));
   const auto step = std::max(milliseconds(1), span / static_cast<std::int64_t>(std::max<std::size_t>(samples, 1)));
   const auto points = std::min<std::int64_t>(static_cast<std::int64_t>(samples), span / step);
-  const auto seconds = [](milliseconds ms) { return fmt::format("{}.{:03}", ms.count() / 1000, ms.count() % 1000); };
+  const auto seconds = [](milliseconds ms) { return detail::format("{}.{:03}", ms.count() / 1000, ms.count() % 1000); };
   const auto start = std::max(milliseconds(0), now - step * (std::max<std::int64_t>(points, 1) - 1));  // never before 1970
   return SampleRange{seconds(start), seconds(now), seconds(step)};
 }
@@ -160,8 +161,8 @@ inline result<MetricValue> decode_prometheus(std::string_view body, MetricQuery:
   json::parse_options po;
   po.max_depth = 32;
   const json::value doc = json::parse(body, ec, {}, po);
-  if (ec) return Error(errc::protocol_error, fmt::format("prometheus: response is not JSON: {}", ec.message()));
-  auto bad = [](std::string what) { return Error(errc::protocol_error, fmt::format("prometheus: {}", what)); };
+  if (ec) return Error(errc::protocol_error, detail::format("prometheus: response is not JSON: {}", ec.message()));
+  auto bad = [](std::string what) { return Error(errc::protocol_error, detail::format("prometheus: {}", what)); };
   const auto* root = doc.if_object();
   if (!root) return bad("response is not a JSON object");
   const auto* status = root->if_contains("status");
@@ -170,10 +171,10 @@ inline result<MetricValue> decode_prometheus(std::string_view body, MetricQuery:
     const auto* type = root->if_contains("errorType");
     const auto* error = root->if_contains("error");
     return Error(errc::query_failed,
-                 fmt::format("prometheus: {}: {}", type && type->is_string() ? std::string_view(type->as_string()) : "unknown",
+                 detail::format("prometheus: {}: {}", type && type->is_string() ? std::string_view(type->as_string()) : "unknown",
                              error && error->is_string() ? std::string_view(error->as_string()) : "(no message)"));
   }
-  if (status->as_string() != "success") return bad(fmt::format("unexpected status {:?}", std::string_view(status->as_string())));
+  if (status->as_string() != "success") return bad(detail::format("unexpected status {:?}", std::string_view(status->as_string())));
   const auto* data = root->if_contains("data");
   if (!data || !data->is_object()) return bad("\"data\" is missing or not an object");
   const auto* type = data->as_object().if_contains("resultType");
@@ -185,10 +186,10 @@ inline result<MetricValue> decode_prometheus(std::string_view body, MetricQuery:
   auto point = [&](const json::value& p, const std::string& where) -> result<double> {
     const auto* arr = p.if_array();
     if (!arr || arr->size() != 2 || !(*arr)[0].is_number() || !(*arr)[1].is_string()) {
-      return bad(fmt::format("{} is not [timestamp, \"value\"]", where));
+      return bad(detail::format("{} is not [timestamp, \"value\"]", where));
     }
     auto v = prometheus_number((*arr)[1].as_string());
-    if (!v) return bad(fmt::format("{} has a value that is not a number: {:?}", where, std::string_view((*arr)[1].as_string())));
+    if (!v) return bad(detail::format("{} has a value that is not a number: {:?}", where, std::string_view((*arr)[1].as_string())));
     return *v;
   };
   std::vector<double> values;
@@ -200,22 +201,22 @@ inline result<MetricValue> decode_prometheus(std::string_view body, MetricQuery:
     const auto* series = res->if_array();
     if (!series) return bad("\"data.result\" is not an array");
     if (want == MetricQuery::Want::value && rtype == "vector" && series->size() > 1) {
-      return Error(errc::query_failed, fmt::format("prometheus: the query returned {} series; aggregate it to one (e.g. sum(...))", series->size()));
+      return Error(errc::query_failed, detail::format("prometheus: the query returned {} series; aggregate it to one (e.g. sum(...))", series->size()));
     }
     for (std::size_t i = 0; i < series->size(); ++i) {
       const auto* s = (*series)[i].if_object();
-      if (!s) return bad(fmt::format("data.result[{}] is not an object", i));
+      if (!s) return bad(detail::format("data.result[{}] is not an object", i));
       if (rtype == "vector") {
         const auto* v = s->if_contains("value");
-        if (!v) return bad(fmt::format("data.result[{}].value is missing", i));
-        auto x = point(*v, fmt::format("data.result[{}].value", i));
+        if (!v) return bad(detail::format("data.result[{}].value is missing", i));
+        auto x = point(*v, detail::format("data.result[{}].value", i));
         if (!x) return x.error();
         values.push_back(*x);
       } else {
         const auto* vs = s->if_contains("values");
-        if (!vs || !vs->is_array()) return bad(fmt::format("data.result[{}].values is missing or not an array", i));
+        if (!vs || !vs->is_array()) return bad(detail::format("data.result[{}].values is missing or not an array", i));
         for (std::size_t k = 0; k < vs->as_array().size(); ++k) {
-          auto x = point(vs->as_array()[k], fmt::format("data.result[{}].values[{}]", i, k));
+          auto x = point(vs->as_array()[k], detail::format("data.result[{}].values[{}]", i, k));
           if (!x) return x.error();
           values.push_back(*x);
         }
@@ -225,7 +226,7 @@ inline result<MetricValue> decode_prometheus(std::string_view body, MetricQuery:
       return Error(errc::query_failed, "prometheus: a range vector cannot be one value; use an instant expression");
     }
   } else {
-    return bad(fmt::format("unsupported resultType {:?}", rtype));
+    return bad(detail::format("unsupported resultType {:?}", rtype));
   }
   if (non_finite_is_no_data) {
     const auto before = values.size();
@@ -273,8 +274,8 @@ public:
       target.params().append(boost::urls::param_view("step", range.step));
     }
     auto r = co_await detail::with_timeout(SteadyClock{}, opts_.timeout, fetch(std::string(target.buffer())));
-    if (!r) co_return Error(errc::timeout, fmt::format("prometheus query {} timed out after {}", q.name, format_duration(opts_.timeout)));
-    if (!*r) co_return Error(r->error().code, fmt::format("{} (query {})", r->error().message, q.name));
+    if (!r) co_return Error(errc::timeout, detail::format("prometheus query {} timed out after {}", q.name, format_duration(opts_.timeout)));
+    if (!*r) co_return Error(r->error().code, detail::format("{} (query {})", r->error().message, q.name));
     co_return detail::decode_prometheus(**r, q.want, opts_.non_finite_is_no_data);
   }
 
@@ -286,26 +287,26 @@ private:
     namespace beast = boost::beast;
     namespace http = beast::http;
     auto connected = co_await detail::http_connect(opts_.server, opts_.timeout);
-    if (auto* err = std::get_if<std::string>(&connected)) co_return Error(errc::query_failed, fmt::format("prometheus: {}", *err));
+    if (auto* err = std::get_if<std::string>(&connected)) co_return Error(errc::query_failed, detail::format("prometheus: {}", *err));
     auto& stream = *std::get<std::unique_ptr<beast::tcp_stream>>(connected);
     http::request<http::empty_body> req{http::verb::get, target, 11};
-    req.set(http::field::host, fmt::format("{}:{}", opts_.server.host, opts_.server.port));
+    req.set(http::field::host, detail::format("{}:{}", opts_.server.host, opts_.server.port));
     req.set(http::field::user_agent, "rollout");
     req.set(http::field::accept, "application/json");
     if (opts_.bearer_token) req.set(http::field::authorization, "Bearer " + *opts_.bearer_token);
     auto [wec, wn] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
-    if (wec) co_return Error(errc::query_failed, fmt::format("prometheus: {}", detail::describe_http_error(wec, opts_.timeout)));
+    if (wec) co_return Error(errc::query_failed, detail::format("prometheus: {}", detail::describe_http_error(wec, opts_.timeout)));
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(opts_.max_response);
     auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
-    if (rec) co_return Error(errc::protocol_error, fmt::format("prometheus: {}", detail::describe_http_error(rec, opts_.timeout)));
+    if (rec) co_return Error(errc::protocol_error, detail::format("prometheus: {}", detail::describe_http_error(rec, opts_.timeout)));
     auto res = parser.release();
     const auto status = res.result_int();
     // Prometheus answers errors (400 bad_data, 422 execution, 503 timeout) with its JSON envelope.
     if (status != 200 && res[http::field::content_type].find("json") == std::string_view::npos) {
       co_return Error(status == 401 || status == 403 ? errc::permission_denied : errc::query_failed,
-                      fmt::format("prometheus: HTTP {}", status));
+                      detail::format("prometheus: HTTP {}", status));
     }
     co_return std::move(res.body());
   }
@@ -323,7 +324,7 @@ struct fmt::formatter<rollout::PrometheusOptions> : fmt::formatter<std::string_v
   template <class FormatContext>
   auto format(const rollout::PrometheusOptions& o, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
-        fmt::format("prometheus at {}{}, timeout {}{}", o.server, o.path_prefix, rollout::format_duration(o.timeout),
+        rollout::detail::format("prometheus at {}{}, timeout {}{}", o.server, o.path_prefix, rollout::format_duration(o.timeout),
                     o.bearer_token ? ", bearer token <redacted>" : ""),
         ctx);
   }

@@ -7,6 +7,7 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -49,15 +50,15 @@ public:
       tcp::resolver resolver(stream.get_executor());
       auto [rec, results] = co_await resolver.async_resolve(instance.endpoint.host, std::to_string(instance.endpoint.port),
                                                             asio::as_tuple(asio::use_awaitable));
-      if (rec) co_return HealthResult::down(fmt::format("resolve {}: {}", instance.endpoint.host, rec.message()));
+      if (rec) co_return HealthResult::down(detail::format("resolve {}: {}", instance.endpoint.host, rec.message()));
       auto [cec, where] = co_await stream.async_connect(results, asio::as_tuple(asio::use_awaitable));
       ec = cec;
     }
     const Duration took = std::chrono::steady_clock::now() - started;
     if (ec == boost::beast::error::timeout) {
-      co_return HealthResult::down(fmt::format("connect {}: timed out after {}", instance.endpoint, format_duration(timeout_)), took);
+      co_return HealthResult::down(detail::format("connect {}: timed out after {}", instance.endpoint, format_duration(timeout_)), took);
     }
-    if (ec) co_return HealthResult::down(fmt::format("connect {}: {}", instance.endpoint, ec.message()), took);
+    if (ec) co_return HealthResult::down(detail::format("connect {}: {}", instance.endpoint, ec.message()), took);
     co_return HealthResult::up("connected", took);
   }
 

@@ -14,6 +14,7 @@
 #include <rollout/detail/retry.hpp>
 #include <rollout/detail/task.hpp>
 #include <rollout/http_probe.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -39,7 +40,6 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <random>
 #include <set>
 #include <string>
 #include <utility>
@@ -92,7 +92,7 @@ public:
     for (std::size_t i = 0; i < opts_.urls.size(); ++i) {
       auto u = boost::urls::parse_uri(opts_.urls[i]);
       if (!u || (u->scheme() != "http" && u->scheme() != "https") || u->host().empty()) {
-        throw invalid_option(fmt::format("urls[{}]", i), fmt::format("{:?}", opts_.urls[i]), "must be an http:// or https:// URL");
+        throw invalid_option(detail::format("urls[{}]", i), detail::format("{:?}", opts_.urls[i]), "must be an http:// or https:// URL");
       }
       Target t;
       t.tls = u->scheme() == "https";
@@ -100,7 +100,7 @@ public:
       t.port = u->has_port() ? u->port_number() : static_cast<std::uint16_t>(t.tls ? 443 : 80);
       t.target = u->encoded_path().empty() ? std::string("/") : std::string(u->encoded_target());
       // For messages: no user info and no query string, which may carry credentials.
-      t.url = fmt::format("{}://{}:{}{}", std::string_view(u->scheme()), t.host, t.port, std::string_view(u->encoded_path()));
+      t.url = detail::format("{}://{}:{}{}", std::string_view(u->scheme()), t.host, t.port, std::string_view(u->encoded_path()));
       targets_.push_back(std::move(t));
     }
     HttpProbeOptions check;  // reuse the header validation (CR/LF injection, token names)
@@ -110,7 +110,7 @@ public:
     boost::system::error_code ec;
     if (!opts_.ca_file.empty()) {
       tls_->load_verify_file(opts_.ca_file, ec);
-      if (ec) throw invalid_option("ca_file", opts_.ca_file, fmt::format("could not be loaded: {}", ec.message()));
+      if (ec) throw invalid_option("ca_file", opts_.ca_file, detail::format("could not be loaded: {}", ec.message()));
     } else {
       tls_->set_default_verify_paths(ec);
     }
@@ -207,7 +207,7 @@ private:
 
   boost::asio::awaitable<result<void>> post_once(const Target& t, const std::string& body) {
     auto r = co_await detail::with_timeout(SteadyClock{}, opts_.timeout, post(t, body));
-    if (!r) co_return Error(errc::timeout, fmt::format("webhook {} timed out after {}", t.url, format_duration(opts_.timeout)));
+    if (!r) co_return Error(errc::timeout, detail::format("webhook {} timed out after {}", t.url, format_duration(opts_.timeout)));
     co_return std::move(*r);
   }
 
@@ -216,21 +216,21 @@ private:
     namespace asio = boost::asio;
     namespace http = boost::beast::http;
     http::request<http::string_body> req{http::verb::post, t.target, 11};
-    req.set(http::field::host, fmt::format("{}:{}", t.host, t.port));
+    req.set(http::field::host, detail::format("{}:{}", t.host, t.port));
     req.set(http::field::content_type, "application/json");
     req.set(http::field::user_agent, "rollout");
     for (const auto& [k, v] : opts_.headers) req.set(k, v);
     req.body() = body;
     req.prepare_payload();
     auto [wec, wn] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
-    if (wec) co_return Error(errc::lb_unavailable, fmt::format("webhook {}: {}", t.url, wec.message()));
+    if (wec) co_return Error(errc::lb_unavailable, detail::format("webhook {}: {}", t.url, wec.message()));
     boost::beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 * 1024);
     auto [rec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
-    if (rec) co_return Error(errc::lb_unavailable, fmt::format("webhook {}: {}", t.url, rec.message()));
+    if (rec) co_return Error(errc::lb_unavailable, detail::format("webhook {}: {}", t.url, rec.message()));
     const auto status = parser.get().result_int();
-    if (status < 200 || status > 299) co_return Error(errc::lb_rejected, fmt::format("webhook {}: HTTP {}", t.url, status));
+    if (status < 200 || status > 299) co_return Error(errc::lb_rejected, detail::format("webhook {}: HTTP {}", t.url, status));
     co_return result<void>{};
   }
 
@@ -238,14 +238,14 @@ private:
     namespace asio = boost::asio;
     namespace beast = boost::beast;
     auto connected = co_await detail::http_connect(Endpoint{t.host, t.port}, opts_.timeout);
-    if (auto* err = std::get_if<std::string>(&connected)) co_return Error(errc::lb_unavailable, fmt::format("webhook {}: {}", t.url, *err));
+    if (auto* err = std::get_if<std::string>(&connected)) co_return Error(errc::lb_unavailable, detail::format("webhook {}: {}", t.url, *err));
     auto& tcp = std::get<std::unique_ptr<beast::tcp_stream>>(connected);
     if (!t.tls) co_return co_await exchange(*tcp, t, body);
     beast::ssl_stream<beast::tcp_stream> stream(std::move(*tcp), *tls_);
     SSL_set_tlsext_host_name(stream.native_handle(), t.host.c_str());
     stream.set_verify_callback(asio::ssl::host_name_verification(t.host));
     auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
-    if (hec) co_return Error(errc::lb_unavailable, fmt::format("webhook {}: TLS handshake: {}", t.url, hec.message()));
+    if (hec) co_return Error(errc::lb_unavailable, detail::format("webhook {}: TLS handshake: {}", t.url, hec.message()));
     co_return co_await exchange(stream, t, body);
   }
 
@@ -275,14 +275,14 @@ struct fmt::formatter<rollout::WebhookOptions> : fmt::formatter<std::string_view
   auto format(const rollout::WebhookOptions& o, FormatContext& ctx) const {
     std::string headers;
     for (const auto& [name, value] : o.headers) {
-      headers += fmt::format("{}{}: {}", headers.empty() ? "" : ", ", name,
+      headers += rollout::detail::format("{}{}: {}", headers.empty() ? "" : ", ", name,
                              rollout::detail::is_secret_header(name) ? std::string("<redacted>") : value);
     }
     std::string urls;
-    for (const auto& u : o.urls) urls += fmt::format("{}{}", urls.empty() ? "" : ", ", u);
+    for (const auto& u : o.urls) urls += rollout::detail::format("{}{}", urls.empty() ? "" : ", ", u);
     return fmt::formatter<std::string_view>::format(
-        fmt::format("webhooks [{}], queue {}, timeout {}{}", urls, o.queue_limit, rollout::format_duration(o.timeout),
-                    headers.empty() ? std::string() : fmt::format(", headers {{{}}}", headers)),
+        rollout::detail::format("webhooks [{}], queue {}, timeout {}{}", urls, o.queue_limit, rollout::format_duration(o.timeout),
+                    headers.empty() ? std::string() : rollout::detail::format(", headers {{{}}}", headers)),
         ctx);
   }
 };

@@ -8,6 +8,7 @@
 #include <rollout/core/error.hpp>
 #include <rollout/core/traffic_split.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -66,7 +67,7 @@ public:
     for (const auto& [g, members] : members_) {
       for (const auto& i : members) {
         if (i.id == instance.id) {
-          throw invalid_option("instance.id", fmt::format("\"{}\"", instance.id), fmt::format("is already in group {}", g));
+          throw invalid_option("instance.id", detail::format("\"{}\"", instance.id), detail::format("is already in group {}", g));
         }
       }
     }
@@ -102,7 +103,7 @@ public:
         auto it = members_.find(share.group);
         if (it == members_.end() || it->second.empty()) {
           return Error(errc::unknown_server,
-                       fmt::format("group {} gets {} but has no instances", share.group, share.weight));
+                       detail::format("group {} gets {} but has no instances", share.group, share.weight));
         }
       }
       weights[share.group] = share.weight.basis_points();
@@ -113,7 +114,7 @@ public:
     const Table* live = current_.load(std::memory_order_acquire);
     for (const auto& share : split.shares()) {
       if (live->weight_of(share.group) != share.weight.basis_points()) {
-        return Error(errc::lb_verify_mismatch, fmt::format("router holds {} for {} instead of {}", live->weight_of(share.group),
+        return Error(errc::lb_verify_mismatch, detail::format("router holds {} for {} instead of {}", live->weight_of(share.group),
                                                             share.group, share.weight));
       }
     }

@@ -11,6 +11,7 @@
 #include <rollout/detail/notifier.hpp>
 #include <rollout/detail/parallel.hpp>
 #include <rollout/detail/race.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -81,9 +82,9 @@ public:
       if (e.tracker.passing()) continue;
       if (!out.empty()) out += ", ";
       if (e.tracker.probes() == 0) {
-        out += fmt::format("{} (never probed)", e.instance.id);
+        out += detail::format("{} (never probed)", e.instance.id);
       } else {
-        out += fmt::format("{} ({} after {} probes: {})", e.instance.id, e.tracker.state(), e.tracker.probes(), e.last.detail);
+        out += detail::format("{} ({} after {} probes: {})", e.instance.id, e.tracker.state(), e.tracker.probes(), e.last.detail);
       }
     }
     return out;
@@ -98,10 +99,10 @@ private:
     if (!e.last.healthy) emit_(EventKind::probe_failed, e.instance.id, e.last.detail);
     if (change == ProbeTracker::Change::became_passing) {
       emit_(EventKind::instance_ready, e.instance.id,
-            fmt::format("{} consecutive successful probes", e.tracker.consecutive_successes()));
+            detail::format("{} consecutive successful probes", e.tracker.consecutive_successes()));
     } else if (change == ProbeTracker::Change::became_unhealthy) {
       emit_(EventKind::instance_unhealthy, e.instance.id,
-            fmt::format("{} consecutive failed probes, last: {}", e.tracker.consecutive_failures(), e.last.detail));
+            detail::format("{} consecutive failed probes, last: {}", e.tracker.consecutive_failures(), e.last.detail));
     }
     if (wake_) wake_->notify_all();
   }

@@ -8,6 +8,7 @@
 
 #include <rollout/core/error.hpp>
 #include <rollout/core/metrics.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -168,23 +169,23 @@ struct JudgeSpec {
 
   /// Throws `invalid_option` naming `prefix.field` and the value for anything out of range.
   void validate(std::string_view prefix) const {
-    if (metrics.empty()) throw invalid_option(fmt::format("{}.metrics", prefix), "[]", "a judge needs at least one metric");
+    if (metrics.empty()) throw invalid_option(detail::format("{}.metrics", prefix), "[]", "a judge needs at least one metric");
     if (!(confidence > 0.0 && confidence < 1.0)) {
-      throw invalid_option(fmt::format("{}.confidence", prefix), fmt::format("{}", confidence), "must be within (0, 1)");
+      throw invalid_option(detail::format("{}.confidence", prefix), detail::format("{}", confidence), "must be within (0, 1)");
     }
     if (!(pass_score >= marginal_score && marginal_score >= 0 && pass_score <= 100)) {
-      throw invalid_option(fmt::format("{}.pass_score", prefix), fmt::format("{} (marginal {})", pass_score, marginal_score),
+      throw invalid_option(detail::format("{}.pass_score", prefix), detail::format("{} (marginal {})", pass_score, marginal_score),
                            "needs 0 <= marginal_score <= pass_score <= 100");
     }
-    if (min_samples < 1) throw invalid_option(fmt::format("{}.min_samples", prefix), "0", "must be at least 1");
+    if (min_samples < 1) throw invalid_option(detail::format("{}.min_samples", prefix), "0", "must be at least 1");
     for (std::size_t i = 0; i < metrics.size(); ++i) {
       const auto& m = metrics[i];
-      if (m.name.empty()) throw invalid_option(fmt::format("{}.metrics[{}].name", prefix, i), "\"\"", "must not be empty");
+      if (m.name.empty()) throw invalid_option(detail::format("{}.metrics[{}].name", prefix, i), "\"\"", "must not be empty");
       if (!(m.tolerance >= 0.0) || !std::isfinite(m.tolerance)) {
-        throw invalid_option(fmt::format("{}.metrics[{}].tolerance", prefix, i), fmt::format("{}", m.tolerance), "must be >= 0");
+        throw invalid_option(detail::format("{}.metrics[{}].tolerance", prefix, i), detail::format("{}", m.tolerance), "must be >= 0");
       }
       if (!(m.weight > 0.0) || !std::isfinite(m.weight)) {
-        throw invalid_option(fmt::format("{}.metrics[{}].weight", prefix, i), fmt::format("{}", m.weight), "must be > 0");
+        throw invalid_option(detail::format("{}.metrics[{}].weight", prefix, i), detail::format("{}", m.weight), "must be > 0");
       }
     }
   }
@@ -260,10 +261,10 @@ inline JudgeResult judge_score(const JudgeSpec& spec, std::vector<JudgeMetricRes
     const char* cls = m.cls == JudgeClass::pass ? "pass" : m.cls == JudgeClass::high ? "high" : m.cls == JudgeClass::low ? "low" : "no data";
     if (m.cls == JudgeClass::no_data) {
       ++no_data;
-      details += fmt::format("{}{} no data", details.empty() ? "" : ", ", m.name);
+      details += detail::format("{}{} no data", details.empty() ? "" : ", ", m.name);
       if (!m.must_have_data) continue;
     } else {
-      details += fmt::format("{}{} {} (p {:.4g}, mean {:.4g} vs {:.4g})", details.empty() ? "" : ", ", m.name, cls, m.test.p_value,
+      details += detail::format("{}{} {} (p {:.4g}, mean {:.4g} vs {:.4g})", details.empty() ? "" : ", ", m.name, cls, m.test.p_value,
                              m.canary_mean, m.baseline_mean);
     }
     considered += m.weight;
@@ -272,13 +273,13 @@ inline JudgeResult judge_score(const JudgeSpec& spec, std::vector<JudgeMetricRes
   }
   if (r.metrics.empty() || no_data * 2 >= r.metrics.size()) {
     r.verdict = JudgeResult::no_data;
-    r.summary = fmt::format("no verdict: {} of {} metrics have no data ({})", no_data, r.metrics.size(), details);
+    r.summary = detail::format("no verdict: {} of {} metrics have no data ({})", no_data, r.metrics.size(), details);
     return r;
   }
   r.score = critical_failed || considered == 0 ? 0.0 : 100.0 * passing / considered;
   r.verdict = r.score >= spec.pass_score ? JudgeResult::pass : r.score >= spec.marginal_score ? JudgeResult::marginal : JudgeResult::fail;
   const char* v = r.verdict == JudgeResult::pass ? "pass" : r.verdict == JudgeResult::marginal ? "marginal" : "fail";
-  r.summary = fmt::format("score {:.4g} ({}{}): {}", r.score, v, critical_failed ? ", a critical metric failed" : "", details);
+  r.summary = detail::format("score {:.4g} ({}{}): {}", r.score, v, critical_failed ? ", a critical metric failed" : "", details);
   return r;
 }
 

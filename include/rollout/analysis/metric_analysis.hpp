@@ -16,6 +16,7 @@
 #include <rollout/detail/parallel.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/run_context.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -58,10 +59,10 @@ struct Condition {
   /// `< 0.05`, `> 99`, `in [0, 0.5]`, `outside [1, 2]`.
   std::string text() const {
     switch (kind) {
-      case less_than: return fmt::format("< {}", a);
-      case greater_than: return fmt::format("> {}", a);
-      case within: return fmt::format("in [{}, {}]", a, b);
-      case outside: return fmt::format("outside [{}, {}]", a, b);
+      case less_than: return detail::format("< {}", a);
+      case greater_than: return detail::format("> {}", a);
+      case within: return detail::format("in [{}, {}]", a, b);
+      case outside: return detail::format("outside [{}, {}]", a, b);
     }
     return "?";
   }
@@ -108,7 +109,7 @@ struct MetricCheck {
 
   /// Throws `invalid_option` naming `prefix.field` and the value for anything out of range.
   void validate(std::string_view prefix) const {
-    auto field = [&](const char* f) { return fmt::format("{}.{}", prefix, f); };
+    auto field = [&](const char* f) { return detail::format("{}.{}", prefix, f); };
     if (name.empty()) throw invalid_option(field("name"), "\"\"", "must not be empty");
     if (judge) {
       judge->validate(field("judge"));
@@ -119,16 +120,16 @@ struct MetricCheck {
       }
     }
     if (interval) require_duration(field("interval"), *interval, DurationRule::positive);
-    if (count && *count < 1) throw invalid_option(field("count"), fmt::format("{}", *count), "must be at least 1");
-    if (count && *count > 1 && !interval) throw invalid_option(field("count"), fmt::format("{}", *count), "needs an interval");
+    if (count && *count < 1) throw invalid_option(field("count"), detail::format("{}", *count), "must be at least 1");
+    if (count && *count > 1 && !interval) throw invalid_option(field("count"), detail::format("{}", *count), "needs an interval");
     require_duration(field("initial_delay"), initial_delay, DurationRule::non_negative);
-    if (failure_limit < -1) throw invalid_option(field("failure_limit"), fmt::format("{}", failure_limit), "must be -1 (off) or more");
-    if (inconclusive_limit < 0) throw invalid_option(field("inconclusive_limit"), fmt::format("{}", inconclusive_limit), "must not be negative");
+    if (failure_limit < -1) throw invalid_option(field("failure_limit"), detail::format("{}", failure_limit), "must be -1 (off) or more");
+    if (inconclusive_limit < 0) throw invalid_option(field("inconclusive_limit"), detail::format("{}", inconclusive_limit), "must not be negative");
     if (consecutive_error_limit < 0) {
-      throw invalid_option(field("consecutive_error_limit"), fmt::format("{}", consecutive_error_limit), "must not be negative");
+      throw invalid_option(field("consecutive_error_limit"), detail::format("{}", consecutive_error_limit), "must not be negative");
     }
     if (consecutive_success_limit < 0) {
-      throw invalid_option(field("consecutive_success_limit"), fmt::format("{}", consecutive_success_limit), "must not be negative");
+      throw invalid_option(field("consecutive_success_limit"), detail::format("{}", consecutive_success_limit), "must not be negative");
     }
     require_duration(field("timeout"), timeout, DurationRule::positive);
   }
@@ -140,8 +141,8 @@ struct AnalysisSpec {
   std::vector<MetricCheck> metrics;
 
   void validate(std::string_view prefix) const {
-    if (metrics.empty()) throw invalid_option(fmt::format("{}.metrics", prefix), "[]", "an analysis needs at least one metric");
-    for (std::size_t i = 0; i < metrics.size(); ++i) metrics[i].validate(fmt::format("{}.metrics[{}]", prefix, i));
+    if (metrics.empty()) throw invalid_option(detail::format("{}.metrics", prefix), "[]", "an analysis needs at least one metric");
+    for (std::size_t i = 0; i < metrics.size(); ++i) metrics[i].validate(detail::format("{}.metrics[{}]", prefix, i));
   }
 };
 
@@ -239,7 +240,7 @@ public:
         if (states_[i].phase == phase) return describe(i);
       }
     }
-    return fmt::format("{}: every metric passed", spec_.name);
+    return detail::format("{}: every metric passed", spec_.name);
   }
 
   const std::vector<MetricState>& states() const noexcept { return states_; }
@@ -253,25 +254,25 @@ private:
     const auto& s = states_[i];
     std::string values;
     const std::size_t first = s.values.size() > 10 ? s.values.size() - 10 : 0;
-    for (std::size_t k = first; k < s.values.size(); ++k) values += fmt::format("{}{}", k > first ? ", " : "", s.values[k]);
+    for (std::size_t k = first; k < s.values.size(); ++k) values += detail::format("{}{}", k > first ? ", " : "", s.values[k]);
     std::string limit;
     switch (s.phase) {
       case AnalysisPhase::failed:
-        limit = fmt::format("{} failed measurements, failure_limit {}", s.failed, m.failure_limit);
+        limit = detail::format("{} failed measurements, failure_limit {}", s.failed, m.failure_limit);
         break;
       case AnalysisPhase::error:
-        limit = fmt::format("{} consecutive errors, consecutive_error_limit {}", s.consecutive_errors, m.consecutive_error_limit);
+        limit = detail::format("{} consecutive errors, consecutive_error_limit {}", s.consecutive_errors, m.consecutive_error_limit);
         break;
       case AnalysisPhase::inconclusive:
-        limit = fmt::format("{} inconclusive measurements, inconclusive_limit {}", s.inconclusive, m.inconclusive_limit);
+        limit = detail::format("{} inconclusive measurements, inconclusive_limit {}", s.inconclusive, m.inconclusive_limit);
         break;
-      default: limit = fmt::format("{} measurements", s.measured); break;
+      default: limit = detail::format("{} measurements", s.measured); break;
     }
     std::string conditions;
     if (m.judge) conditions = "judge";
-    if (m.failure_condition) conditions += fmt::format("failure if {}", m.failure_condition->text());
-    if (m.success_condition) conditions += fmt::format("{}success if {}", conditions.empty() ? "" : ", ", m.success_condition->text());
-    return fmt::format("metric {} {} ({}; {}): {}", m.name, to_string(s.phase), conditions, limit, values.empty() ? s.last_detail : values);
+    if (m.failure_condition) conditions += detail::format("failure if {}", m.failure_condition->text());
+    if (m.success_condition) conditions += detail::format("{}success if {}", conditions.empty() ? "" : ", ", m.success_condition->text());
+    return detail::format("metric {} {} ({}; {}): {}", m.name, to_string(s.phase), conditions, limit, values.empty() ? s.last_detail : values);
   }
 
   Scope scope_of(ScopeRole role) const {
@@ -281,12 +282,12 @@ private:
   /// One measurement of a threshold metric.
   boost::asio::awaitable<std::pair<Measurement, std::string>> measure_value(const MetricCheck& m) {
     const auto scope = scope_of(m.scope);
-    auto r = co_await detail::call(clock_, m.timeout, [&] { return fmt::format("metrics.query({}, {})", m.name, scope); },
+    auto r = co_await detail::call(clock_, m.timeout, [&] { return detail::format("metrics.query({}, {})", m.name, scope); },
                                    source_.query(m.query, scope));
-    if (!r) co_return std::pair{Measurement::error, fmt::format("error: {}", r.error().message)};
+    if (!r) co_return std::pair{Measurement::error, detail::format("error: {}", r.error().message)};
     if (auto* nd = std::get_if<NoData>(&*r)) {
       co_return std::pair{m.no_data == NoDataIs::failed ? Measurement::failed : Measurement::inconclusive,
-                          fmt::format("no data ({})", nd->why)};
+                          detail::format("no data ({})", nd->why)};
     }
     if (!std::holds_alternative<double>(*r)) {
       co_return std::pair{Measurement::error, std::string("error: expected one value, got samples")};
@@ -294,7 +295,7 @@ private:
     const double v = std::get<double>(*r);
     if (!std::isfinite(v)) {
       co_return std::pair{m.no_data == NoDataIs::failed ? Measurement::failed : Measurement::inconclusive,
-                          fmt::format("no data ({})", v)};
+                          detail::format("no data ({})", v)};
     }
     Measurement out;
     if (m.failure_condition && m.failure_condition->holds(v)) out = Measurement::failed;
@@ -305,7 +306,7 @@ private:
     } else {
       out = Measurement::successful;  // only a failure condition, and it did not hold
     }
-    co_return std::pair{out, fmt::format("{:.6g}", v)};
+    co_return std::pair{out, detail::format("{:.6g}", v)};
   }
 
   /// One judgement: samples of the canary and the baseline for every judge metric.
@@ -319,9 +320,9 @@ private:
         auto q = jm.query;
         q.want = MetricQuery::Want::samples;
         const auto scope = scope_of(roles[side]);
-        auto r = co_await detail::call(clock_, m.timeout, [&] { return fmt::format("metrics.query({}, {})", jm.name, scope); },
+        auto r = co_await detail::call(clock_, m.timeout, [&] { return detail::format("metrics.query({}, {})", jm.name, scope); },
                                        source_.query(q, scope));
-        if (!r) co_return std::pair{Measurement::error, fmt::format("error: {}", r.error().message)};
+        if (!r) co_return std::pair{Measurement::error, detail::format("error: {}", r.error().message)};
         if (auto* s = std::get_if<Samples>(&*r)) {
           for (double v : *s) {
             if (std::isfinite(v)) sides[side].push_back(v);
@@ -395,9 +396,9 @@ private:
         s.phase = AnalysisPhase::error;  // measured once and could not measure
       }
       emit_(EventKind::metric_result, m.name,
-            fmt::format("{}: {} (failed {}, inconclusive {}, consecutive errors {}){}", text, to_string(result), s.failed,
+            detail::format("{}: {} (failed {}, inconclusive {}, consecutive errors {}){}", text, to_string(result), s.failed,
                         s.inconclusive, s.consecutive_errors,
-                        s.phase == AnalysisPhase::running ? "" : fmt::format(" -> metric {}", to_string(s.phase))));
+                        s.phase == AnalysisPhase::running ? "" : detail::format(" -> metric {}", to_string(s.phase))));
       if (wake_) wake_->notify_all();
       if (s.phase == AnalysisPhase::failed || s.phase == AnalysisPhase::error) throw Decided{};  // cancels the other metrics
       if (s.phase != AnalysisPhase::running) co_return;

@@ -9,6 +9,7 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
 #include <rollout/detail/race.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -38,10 +39,10 @@ struct ProbeSpec {
     require_duration(prefix, "period", period, DurationRule::positive);
     require_duration(prefix, "timeout", timeout, DurationRule::positive);
     if (success_threshold < 1) {
-      throw invalid_option(fmt::format("{}.success_threshold", prefix), fmt::format("{}", success_threshold), "must be at least 1");
+      throw invalid_option(detail::format("{}.success_threshold", prefix), detail::format("{}", success_threshold), "must be at least 1");
     }
     if (failure_threshold < 1) {
-      throw invalid_option(fmt::format("{}.failure_threshold", prefix), fmt::format("{}", failure_threshold), "must be at least 1");
+      throw invalid_option(detail::format("{}.failure_threshold", prefix), detail::format("{}", failure_threshold), "must be at least 1");
     }
   }
 };
@@ -126,14 +127,14 @@ boost::asio::awaitable<HealthResult> probe_once(const C& clock, P& probe, const 
     std::optional<HealthResult> r;
     auto [order, e, ec] = co_await detail::race_with_timer(ex, timer, r, probe.check(instance));
     if (!detail::timer_race_won(order, e, ec)) {
-      co_return HealthResult::down(fmt::format("probe.check timed out after {}", format_duration(timeout)), clock.now() - started);
+      co_return HealthResult::down(detail::format("probe.check timed out after {}", format_duration(timeout)), clock.now() - started);
     }
     co_return std::move(*r);
   } catch (const boost::system::system_error& e) {
     if (e.code() == boost::asio::error::operation_aborted) throw;
-    co_return HealthResult::down(fmt::format("probe.check threw: {}", e.what()), clock.now() - started);
+    co_return HealthResult::down(detail::format("probe.check threw: {}", e.what()), clock.now() - started);
   } catch (const std::exception& e) {
-    co_return HealthResult::down(fmt::format("probe.check threw: {}", e.what()), clock.now() - started);
+    co_return HealthResult::down(detail::format("probe.check threw: {}", e.what()), clock.now() - started);
   }
 }
 
@@ -155,7 +156,7 @@ struct fmt::formatter<rollout::ProbeSpec> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::ProbeSpec& p, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
-        fmt::format("period {}, timeout {}, initial delay {}, thresholds {}/{}", rollout::format_duration(p.period),
+        rollout::detail::format("period {}, timeout {}, initial delay {}, thresholds {}/{}", rollout::format_duration(p.period),
                     rollout::format_duration(p.timeout), rollout::format_duration(p.initial_delay), p.success_threshold,
                     p.failure_threshold),
         ctx);

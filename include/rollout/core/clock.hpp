@@ -6,6 +6,7 @@
 /// `require_duration`, the bounds every duration option shares.
 
 #include <rollout/core/error.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -86,11 +87,11 @@ inline std::string format_duration(Duration d) {
   if (d == Duration::max()) return "forever";
   if (d < Duration::zero()) {
     if (d == Duration::min()) return "-forever";
-    return fmt::format("-{}", format_duration(-d));  // not "-" + s: g++ 12 -O3 warns falsely (PR 105651)
+    return detail::format("-{}", format_duration(-d));  // not "-" + s: g++ 12 -O3 warns falsely (PR 105651)
   }
   const auto ns = duration_cast<nanoseconds>(d).count();
   auto trimmed = [](double v) {
-    std::string s = fmt::format("{:.3f}", v);
+    std::string s = detail::format("{:.3f}", v);
     while (s.back() == '0') s.pop_back();
     if (s.back() == '.') s.pop_back();
     return s;
@@ -102,15 +103,15 @@ inline std::string format_duration(Duration d) {
     const auto minutes_total = ns / min_ns;
     const auto rest = ns % min_ns;
     const auto h = minutes_total / 60, m = minutes_total % 60;
-    std::string out = h > 0 ? fmt::format("{}h", h) : std::string();
-    if (m > 0 || (h > 0 && rest > 0)) out += fmt::format("{}m", m);
+    std::string out = h > 0 ? detail::format("{}h", h) : std::string();
+    if (m > 0 || (h > 0 && rest > 0)) out += detail::format("{}m", m);
     if (rest > 0) out += trimmed(static_cast<double>(rest) / 1e9) + "s";
     return out;
   }
   if (ns >= s_ns) return trimmed(static_cast<double>(ns) / 1e9) + "s";
   if (ns >= 1'000'000) return trimmed(static_cast<double>(ns) / 1e6) + "ms";
   if (ns >= 1'000) return trimmed(static_cast<double>(ns) / 1e3) + "us";
-  return fmt::format("{}ns", ns);
+  return detail::format("{}ns", ns);
 }
 
 /// The longest duration any option accepts: 366 days. No rollout waits that
@@ -130,7 +131,7 @@ namespace detail {
 inline std::optional<std::string> duration_problem(Duration d, DurationRule rule) {
   if (rule == DurationRule::positive && d <= Duration::zero()) return "must be greater than 0";
   if (rule == DurationRule::non_negative && d < Duration::zero()) return "must not be negative";
-  if (d > max_option_duration) return fmt::format("must be at most {}", format_duration(max_option_duration));
+  if (d > max_option_duration) return detail::format("must be at most {}", format_duration(max_option_duration));
   return std::nullopt;
 }
 }  // namespace detail
@@ -146,7 +147,7 @@ inline void require_duration(std::string_view field, Duration d, DurationRule ru
 /// `d` is rejected (validators run for every strategy constructed).
 inline void require_duration(std::string_view prefix, std::string_view name, Duration d, DurationRule rule) {
   if (auto why = detail::duration_problem(d, rule)) {
-    throw invalid_option(fmt::format("{}.{}", prefix, name), format_duration(d), *why);
+    throw invalid_option(detail::format("{}.{}", prefix, name), format_duration(d), *why);
   }
 }
 

@@ -4,6 +4,8 @@
 /// Errors: `rollout::errc` and its category, `rollout::result<T>`, and
 /// `rollout::invalid_option`, the exception for rejected options and plans.
 
+#include <rollout/detail/format.hpp>
+
 #include <boost/asio/error.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/result.hpp>
@@ -131,7 +133,7 @@ inline bool is_transient(const error_code& ec) noexcept {
 class invalid_option : public std::invalid_argument {
 public:
   invalid_option(std::string_view field, std::string_view value, std::string_view requirement)
-      : std::invalid_argument(fmt::format("invalid option {} = {}: {}", field, value, requirement)),
+      : std::invalid_argument(detail::format("invalid option {} = {}: {}", field, value, requirement)),
         field_(field),
         value_(value) {}
 

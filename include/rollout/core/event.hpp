@@ -6,6 +6,7 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
 #include <rollout/core/traffic_split.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -158,11 +159,11 @@ template <>
 struct fmt::formatter<rollout::Event> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::Event& e, FormatContext& ctx) const {
-    std::string text = fmt::format("+{} {} {}", rollout::format_duration(e.at), e.strategy, e.kind);
-    if (!e.subject.empty()) text += fmt::format(" {}", e.subject);
-    if (!e.detail.empty()) text += fmt::format(": {}", e.detail);
-    if (e.split) text += fmt::format(" {}", *e.split);
-    if (e.error) text += fmt::format(" [{}]", e.error.message());
+    std::string text = rollout::detail::format("+{} {} {}", rollout::format_duration(e.at), e.strategy, e.kind);
+    if (!e.subject.empty()) text += rollout::detail::format(" {}", e.subject);
+    if (!e.detail.empty()) text += rollout::detail::format(": {}", e.detail);
+    if (e.split) text += rollout::detail::format(" {}", *e.split);
+    if (e.error) text += rollout::detail::format(" [{}]", e.error.message());
     return fmt::formatter<std::string_view>::format(text, ctx);
   }
 };

@@ -6,6 +6,7 @@
 
 #include <rollout/core/clock.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -73,7 +74,7 @@ template <>
 struct fmt::formatter<rollout::Scope> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::Scope& s, FormatContext& ctx) const {
-    return fmt::formatter<std::string_view>::format(fmt::format("{}({})", s.role, s.revision), ctx);
+    return fmt::formatter<std::string_view>::format(rollout::detail::format("{}({})", s.role, s.revision), ctx);
   }
 };
 
@@ -83,7 +84,7 @@ struct fmt::formatter<rollout::MetricQuery> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::MetricQuery& q, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
-        fmt::format("{}[{}]{}: {}", q.name, rollout::format_duration(q.window),
+        rollout::detail::format("{}[{}]{}: {}", q.name, rollout::format_duration(q.window),
                     q.want == rollout::MetricQuery::Want::samples ? " samples" : "", q.expr),
         ctx);
   }
@@ -96,11 +97,11 @@ struct fmt::formatter<rollout::MetricValue> : fmt::formatter<std::string_view> {
   auto format(const rollout::MetricValue& v, FormatContext& ctx) const {
     std::string text;
     if (auto* nd = std::get_if<rollout::NoData>(&v)) {
-      text = fmt::format("no data ({})", nd->why);
+      text = rollout::detail::format("no data ({})", nd->why);
     } else if (auto* d = std::get_if<double>(&v)) {
-      text = fmt::format("{}", *d);
+      text = rollout::detail::format("{}", *d);
     } else {
-      text = fmt::format("{} samples", std::get<rollout::Samples>(v).size());
+      text = rollout::detail::format("{} samples", std::get<rollout::Samples>(v).size());
     }
     return fmt::formatter<std::string_view>::format(text, ctx);
   }

@@ -7,6 +7,7 @@
 #include <rollout/core/error.hpp>
 #include <rollout/core/event.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -63,7 +64,7 @@ inline const char* to_string(Status s) noexcept {
 /// The timeline, one formatted event per line, for logs and closing notes.
 inline std::string format_timeline(const Outcome& o) {
   std::string out;
-  for (const auto& e : o.timeline) out += fmt::format("{}\n", e);
+  for (const auto& e : o.timeline) out += detail::format("{}\n", e);
   return out;
 }
 
@@ -83,12 +84,12 @@ template <>
 struct fmt::formatter<rollout::Outcome> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::Outcome& o, FormatContext& ctx) const {
-    std::string text = fmt::format("{} after {}", o.status, rollout::format_duration(o.elapsed));
-    if (!o.reason.empty()) text += fmt::format(": {}", o.reason);
-    if (o.code) text += fmt::format(" [{}]", o.code.message());
-    if (!o.active.empty()) text += fmt::format("; 100% on {}", o.active);
+    std::string text = rollout::detail::format("{} after {}", o.status, rollout::format_duration(o.elapsed));
+    if (!o.reason.empty()) text += rollout::detail::format(": {}", o.reason);
+    if (o.code) text += rollout::detail::format(" [{}]", o.code.message());
+    if (!o.active.empty()) text += rollout::detail::format("; 100% on {}", o.active);
     if (o.fleet) {
-      text += fmt::format("; created {}, retired {}, failed {}, fleet of {}", o.fleet->created, o.fleet->retired,
+      text += rollout::detail::format("; created {}, retired {}, failed {}, fleet of {}", o.fleet->created, o.fleet->retired,
                           o.fleet->failed, o.fleet->fleet.size());
     }
     return fmt::formatter<std::string_view>::format(text, ctx);

@@ -4,6 +4,7 @@
 /// `rollout::Percent`: a share of traffic or of a fleet, stored exactly in basis points.
 
 #include <rollout/core/error.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -34,7 +35,7 @@ public:
   /// and the value when out of range.
   static constexpr Percent from_basis_points(std::int64_t bp, std::string_view field = "percent") {
     if (bp < 0 || bp > full_scale) {
-      throw invalid_option(field, fmt::format("{} basis points", bp), "must be within 0%..100% (0..10000 basis points)");
+      throw invalid_option(field, detail::format("{} basis points", bp), "must be within 0%..100% (0..10000 basis points)");
     }
     return Percent(static_cast<std::int32_t>(bp));
   }
@@ -42,7 +43,7 @@ public:
   /// Builds from a whole number of percent (0..100). Throws `invalid_option` when out of range.
   static constexpr Percent from_percent(std::int64_t whole, std::string_view field = "percent") {
     if (whole < 0 || whole > 100) {
-      throw invalid_option(field, fmt::format("{}%", whole), "must be within 0%..100%");
+      throw invalid_option(field, detail::format("{}%", whole), "must be within 0%..100%");
     }
     return Percent(static_cast<std::int32_t>(whole * 100));
   }
@@ -50,7 +51,7 @@ public:
   /// Non-throwing variant of `from_basis_points`.
   static result<Percent> parse_basis_points(std::int64_t bp) noexcept {
     if (bp < 0 || bp > full_scale) {
-      return Error(errc::invalid_option, fmt::format("{} basis points is outside 0..10000", bp));
+      return Error(errc::invalid_option, detail::format("{} basis points is outside 0..10000", bp));
     }
     return Percent(static_cast<std::int32_t>(bp));
   }
@@ -77,9 +78,9 @@ public:
 
   /// The shortest exact text: `0.01%`, `0.5%`, `50%`, `100%`.
   std::string text() const {
-    return (bp_ % 100 == 0) ? fmt::format("{}%", bp_ / 100)
-           : (bp_ % 10 == 0) ? fmt::format("{}.{}%", bp_ / 100, (bp_ % 100) / 10)
-                             : fmt::format("{}.{:02}%", bp_ / 100, bp_ % 100);
+    return (bp_ % 100 == 0) ? detail::format("{}%", bp_ / 100)
+           : (bp_ % 10 == 0) ? detail::format("{}.{}%", bp_ / 100, (bp_ % 100) / 10)
+                             : detail::format("{}.{:02}%", bp_ / 100, bp_ % 100);
   }
 
   /// The complement, 100% - this.

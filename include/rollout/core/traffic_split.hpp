@@ -5,6 +5,7 @@
 
 #include <rollout/core/error.hpp>
 #include <rollout/core/percent.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -53,14 +54,14 @@ public:
     for (std::size_t i = 0; i < shares.size(); ++i) {
       if (shares[i].group.empty()) throw invalid_option("split", describe(shares), "a group name is empty");
       if (i > 0 && shares[i].group == shares[i - 1].group) {
-        throw invalid_option("split", describe(shares), fmt::format("group '{}' appears twice", shares[i].group));
+        throw invalid_option("split", describe(shares), detail::format("group '{}' appears twice", shares[i].group));
       }
       sum += shares[i].weight.basis_points();
     }
     if (shares.empty()) throw invalid_option("split", "{}", "a split needs at least one group");
     if (sum != Percent::full_scale) {
       throw invalid_option("split", describe(shares),
-                           fmt::format("weights must sum to 100%, they sum to {}.{:02}%", sum / 100, sum % 100));
+                           detail::format("weights must sum to 100%, they sum to {}.{:02}%", sum / 100, sum % 100));
     }
     TrafficSplit s;
     s.shares_ = std::move(shares);
@@ -92,7 +93,7 @@ public:
   static std::string describe(const std::vector<Share>& shares) {
     std::string out = "{";
     for (std::size_t i = 0; i < shares.size(); ++i) {
-      out += fmt::format("{}{}: {}", i ? ", " : "", shares[i].group, shares[i].weight);
+      out += detail::format("{}{}: {}", i ? ", " : "", shares[i].group, shares[i].weight);
     }
     return out + "}";
   }

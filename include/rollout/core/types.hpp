@@ -6,6 +6,7 @@
 
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -119,7 +120,7 @@ template <>
 struct fmt::formatter<rollout::Endpoint> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::Endpoint& e, FormatContext& ctx) const {
-    return fmt::formatter<std::string_view>::format(fmt::format("{}:{}", e.host, e.port), ctx);
+    return fmt::formatter<std::string_view>::format(rollout::detail::format("{}:{}", e.host, e.port), ctx);
   }
 };
 
@@ -128,7 +129,7 @@ template <>
 struct fmt::formatter<rollout::Instance> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::Instance& i, FormatContext& ctx) const {
-    return fmt::formatter<std::string_view>::format(fmt::format("{}({}@{})", i.id, i.revision, i.endpoint), ctx);
+    return fmt::formatter<std::string_view>::format(rollout::detail::format("{}({}@{})", i.id, i.revision, i.endpoint), ctx);
   }
 };
 
@@ -138,7 +139,7 @@ struct fmt::formatter<rollout::Environment> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::Environment& e, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
-        fmt::format("{}({}, {} instances)", e.name, e.revision, e.instances.size()), ctx);
+        rollout::detail::format("{}({}, {} instances)", e.name, e.revision, e.instances.size()), ctx);
   }
 };
 
@@ -148,7 +149,7 @@ struct fmt::formatter<rollout::HealthResult> : fmt::formatter<std::string_view> 
   template <class FormatContext>
   auto format(const rollout::HealthResult& h, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
-        fmt::format("{} ({}, {})", h.healthy ? "healthy" : "unhealthy", h.detail, rollout::format_duration(h.latency)),
+        rollout::detail::format("{} ({}, {})", h.healthy ? "healthy" : "unhealthy", h.detail, rollout::format_duration(h.latency)),
         ctx);
   }
 };
@@ -159,6 +160,6 @@ struct fmt::formatter<rollout::Verdict> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::Verdict& v, FormatContext& ctx) const {
     const char* k = v.kind == rollout::Verdict::pass ? "pass" : v.kind == rollout::Verdict::fail ? "fail" : "inconclusive";
-    return fmt::formatter<std::string_view>::format(fmt::format("{}: {}", k, v.detail), ctx);
+    return fmt::formatter<std::string_view>::format(rollout::detail::format("{}: {}", k, v.detail), ctx);
   }
 };

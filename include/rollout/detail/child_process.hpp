@@ -13,6 +13,7 @@
 #endif
 
 #include <rollout/core/error.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -56,10 +57,10 @@ struct ExitStatus {
   bool clean() const noexcept { return !signaled && code == 0; }
   /// `exited with code 0`, `killed by signal 15 (SIGTERM)`.
   std::string text() const {
-    if (!signaled) return fmt::format("exited with code {}", code);
+    if (!signaled) return detail::format("exited with code {}", code);
     const char* name = signal == SIGTERM ? " (SIGTERM)" : signal == SIGKILL ? " (SIGKILL)" : signal == SIGINT ? " (SIGINT)"
                        : signal == SIGSEGV ? " (SIGSEGV)" : signal == SIGABRT ? " (SIGABRT)" : "";
-    return fmt::format("killed by signal {}{}", signal, name);
+    return detail::format("killed by signal {}{}", signal, name);
   }
   static ExitStatus from_wait_status(int status) {
     ExitStatus s;
@@ -137,7 +138,7 @@ public:
   boost::asio::awaitable<result<ExitStatus>> wait() {
     if (status_) co_return *status_;
     auto [ec, code] = co_await proc_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
-    if (ec) co_return Error(ec, fmt::format("waiting for pid {}: {}", proc_.id(), ec.message()));
+    if (ec) co_return Error(ec, detail::format("waiting for pid {}: {}", proc_.id(), ec.message()));
     status_ = ExitStatus::from_wait_status(proc_.native_exit_code());
     co_return *status_;
   }
@@ -150,7 +151,7 @@ private:
     try {
       return boost::process::v2::process(ex, exe, args, environment, CloseInheritedDescriptors{});
     } catch (const boost::system::system_error& e) {
-      throw invalid_option("executable", exe.string(), fmt::format("could not be started: {}", e.code().message()));
+      throw invalid_option("executable", exe.string(), detail::format("could not be started: {}", e.code().message()));
     }
   }
 

@@ -11,7 +11,6 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <optional>
-#include <random>
 #include <type_traits>
 
 namespace rollout::detail {

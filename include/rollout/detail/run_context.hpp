@@ -13,6 +13,7 @@
 #include <rollout/core/traffic_split.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/retry.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/system_error.hpp>
@@ -25,7 +26,6 @@
 #include <cstddef>
 #include <exception>
 #include <optional>
-#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,7 +65,7 @@ public:
 
   /// Fills `elapsed`, emits `run_finished` and moves the timeline into `out`.
   Outcome finish(Outcome out) {
-    emit(EventKind::run_finished, out.active, fmt::format("{}{}{}", out.status, out.reason.empty() ? "" : ": ", out.reason),
+    emit(EventKind::run_finished, out.active, detail::format("{}{}{}", out.status, out.reason.empty() ? "" : ": ", out.reason),
          std::nullopt, out.code);
     out.elapsed = elapsed();
     out.timeline = std::move(timeline_);
@@ -98,15 +98,15 @@ boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What wh
     std::optional<result<T>> r;
     auto [order, e, ec] = co_await race_with_timer(ex, timer, r, std::move(aw));
     if (!timer_race_won(order, e, ec))
-      co_return Error(errc::timeout, fmt::format("{} timed out after {}", what(), format_duration(timeout)));
-    if (!*r) co_return Error(r->error().code, fmt::format("{}: {}", what(), r->error().message));
+      co_return Error(errc::timeout, detail::format("{} timed out after {}", what(), format_duration(timeout)));
+    if (!*r) co_return Error(r->error().code, detail::format("{}: {}", what(), r->error().message));
     co_return std::move(*r);
   } catch (const boost::system::system_error& e) {
     thrown = std::current_exception();
-    err = Error(e.code(), fmt::format("{} threw: {}", what(), e.what()));
+    err = Error(e.code(), detail::format("{} threw: {}", what(), e.what()));
   } catch (const std::exception& e) {
     thrown = std::current_exception();
-    err = Error(errc::policy_exception, fmt::format("{} threw: {}", what(), e.what()));
+    err = Error(errc::policy_exception, detail::format("{} threw: {}", what(), e.what()));
   }
   // (co_await is not allowed inside a handler, hence the detour.)
   auto cs = co_await boost::asio::this_coro::cancellation_state;
@@ -117,7 +117,7 @@ boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What wh
 /// One `lb.apply(split)`, bounded by `timeout`.
 template <LoadBalancer LB, Clock C>
 boost::asio::awaitable<result<void>> apply_once(LB& lb, const C& clock, const TrafficSplit& split, Duration timeout) {
-  return call(clock, timeout, [&split] { return fmt::format("lb.apply({})", split); }, lb.apply(split));
+  return call(clock, timeout, [&split] { return detail::format("lb.apply({})", split); }, lb.apply(split));
 }
 
 /// The retried switch `apply_verified` runs shielded.
@@ -128,8 +128,8 @@ boost::asio::awaitable<result<void>> apply_verified_body(LB& lb, RunContext<C>& 
       ctx.clock(), backoff, rng, [&] { return apply_once(lb, ctx.clock(), split, timeout); },
       [&](int attempt, const Error& e, std::optional<Duration> wait) {
         ctx.emit(EventKind::lb_error, split.sole_group().value_or(""),
-                 wait ? fmt::format("attempt {} failed: {}; retrying in {}", attempt, e.message, format_duration(*wait))
-                      : fmt::format("attempt {} failed: {}; giving up", attempt, e.message),
+                 wait ? detail::format("attempt {} failed: {}; retrying in {}", attempt, e.message, format_duration(*wait))
+                      : detail::format("attempt {} failed: {}; giving up", attempt, e.message),
                  split, e.code);
       });
   if (r) ctx.emit(EventKind::traffic_applied, split.sole_group().value_or(""), "verified by read-back", split);

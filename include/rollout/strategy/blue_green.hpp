@@ -19,6 +19,7 @@
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/run_context.hpp>
 #include <rollout/detail/task.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -30,7 +31,6 @@
 #include <exception>
 #include <functional>
 #include <optional>
-#include <random>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -168,15 +168,15 @@ public:
     if (active_.name.empty()) throw invalid_option("active.name", "\"\"", "must not be empty");
     if (target_.name.empty()) throw invalid_option("target.name", "\"\"", "must not be empty");
     if (active_.name == target_.name) {
-      throw invalid_option("target.name", fmt::format("\"{}\"", target_.name), "must differ from active.name");
+      throw invalid_option("target.name", detail::format("\"{}\"", target_.name), "must differ from active.name");
     }
     if (target_.instances.empty()) throw invalid_option("target.instances", "[]", "must not be empty");
     std::set<std::string> ids;
     for (std::size_t i = 0; i < target_.instances.size(); ++i) {
       const auto& id = target_.instances[i].id;
-      if (id.empty()) throw invalid_option(fmt::format("target.instances[{}].id", i), "\"\"", "must not be empty");
+      if (id.empty()) throw invalid_option(detail::format("target.instances[{}].id", i), "\"\"", "must not be empty");
       if (!ids.insert(id).second) {
-        throw invalid_option(fmt::format("target.instances[{}].id", i), fmt::format("\"{}\"", id), "appears twice");
+        throw invalid_option(detail::format("target.instances[{}].id", i), detail::format("\"{}\"", id), "appears twice");
       }
     }
     options_.validate();
@@ -201,7 +201,7 @@ public:
     // verified switch, releasable, finished).
     ctx_.begin(target_.instances.size() + 11);
     ctx_.emit(EventKind::run_started, target_.name,
-              fmt::format("blue-green from {} to {} ({} instances)", active_, target_.revision, target_.instances.size()));
+              detail::format("blue-green from {} to {} ({} instances)", active_, target_.revision, target_.instances.size()));
     control_.set_listener([this](Control::Request r, const std::string& detail) { on_request(r, detail); });
 
     HealthMonitor<Health, C> monitor(probe_, clock_, target_.instances, options_.probe, options_.probe_concurrency, &wake,
@@ -280,7 +280,7 @@ private:
 
   std::string unhealthy_reason(const char* when) const {
     const auto* e = first_unhealthy();
-    return fmt::format("target {} instance {} became unhealthy {}: {} consecutive failed probes, last: {}", target_.name,
+    return detail::format("target {} instance {} became unhealthy {}: {} consecutive failed probes, last: {}", target_.name,
                        e->instance.id, when, e->tracker.consecutive_failures(), e->last.detail);
   }
 
@@ -298,12 +298,12 @@ private:
   boost::asio::awaitable<void> run_check(const EnvironmentCheck& check, std::string name, std::optional<Verdict>& out) {
     try {
       auto v = co_await detail::with_timeout(clock_, options_.check_timeout, check(target_));
-      out = v ? std::move(*v) : Verdict::failed(fmt::format("{} timed out after {}", name, format_duration(options_.check_timeout)));
+      out = v ? std::move(*v) : Verdict::failed(detail::format("{} timed out after {}", name, format_duration(options_.check_timeout)));
     } catch (const boost::system::system_error& e) {
       if (e.code() == boost::asio::error::operation_aborted) throw;
-      out = Verdict::failed(fmt::format("{} threw: {}", name, e.what()));
+      out = Verdict::failed(detail::format("{} threw: {}", name, e.what()));
     } catch (const std::exception& e) {
-      out = Verdict::failed(fmt::format("{} threw: {}", name, e.what()));
+      out = Verdict::failed(detail::format("{} threw: {}", name, e.what()));
     }
   }
 
@@ -335,11 +335,11 @@ private:
     Outcome o;
     if (r) {
       o = untouched(s, std::move(why));
-      o.reason += fmt::format("; traffic switched back to {}", active_.name);
+      o.reason += detail::format("; traffic switched back to {}", active_.name);
     } else {
       o.status = Status::failed;
       o.code = make_error_code(errc::rollback_failed);
-      o.reason = fmt::format("{}; switching back to {} failed too: {}", why.message, active_.name, r.error().message);
+      o.reason = detail::format("{}; switching back to {} failed too: {}", why.message, active_.name, r.error().message);
     }
     co_return o;
   }
@@ -347,7 +347,7 @@ private:
   boost::asio::awaitable<Outcome> body() {
     const auto forever = TimePoint::max();
     auto aborted = [this](const char* when) {
-      return Error(errc::aborted, fmt::format("aborted {}: {}", when, control_.abort_reason()));
+      return Error(errc::aborted, detail::format("aborted {}: {}", when, control_.abort_reason()));
     };
 
     // 1. Readiness.
@@ -357,7 +357,7 @@ private:
     if (stop == Stop::aborted) co_return untouched(Status::aborted, aborted("during readiness"));
     if (stop == Stop::deadline) {
       co_return untouched(Status::failed,
-                          Error(errc::not_ready, fmt::format("target {} not ready after {}: {}", target_.name,
+                          Error(errc::not_ready, detail::format("target {} not ready after {}: {}", target_.name,
                                                              format_duration(options_.ready_deadline),
                                                              monitor_->describe_not_passing())));
     }
@@ -366,7 +366,7 @@ private:
     bool manual = !options_.auto_promote;
     if (options_.pre_promotion_check) {
       set_phase(BlueGreenPhase::pre_promotion_check);
-      ctx_.emit(EventKind::check_started, "pre_promotion_check", fmt::format("against {}", target_.name));
+      ctx_.emit(EventKind::check_started, "pre_promotion_check", detail::format("against {}", target_.name));
       std::optional<Verdict> verdict;
       detail::Task check;
       check.start(co_await boost::asio::this_coro::executor,
@@ -378,7 +378,7 @@ private:
       if (!verdict) verdict = Verdict::failed("pre_promotion_check ended without a verdict");
       report_verdict("pre_promotion_check", *verdict);
       if (verdict->kind == Verdict::fail) {
-        co_return untouched(Status::failed, Error(errc::check_failed, fmt::format("pre_promotion_check failed: {}", verdict->detail)));
+        co_return untouched(Status::failed, Error(errc::check_failed, detail::format("pre_promotion_check failed: {}", verdict->detail)));
       }
       if (verdict->kind == Verdict::inconclusive) {
         manual = true;
@@ -391,7 +391,7 @@ private:
     const auto auto_at = manual ? forever : detail::add_saturating(clock_.now(), options_.auto_promote_after);
     ctx_.emit(EventKind::awaiting_promotion, target_.name,
               manual ? std::string("waiting for control().promote()")
-                     : fmt::format("auto-promotion in {}", format_duration(options_.auto_promote_after)));
+                     : detail::format("auto-promotion in {}", format_duration(options_.auto_promote_after)));
     bool promoted = false;
     TimePoint passing_by = forever;  // after promotion, instances must be passing again within ready_deadline
     for (;;) {
@@ -407,7 +407,7 @@ private:
       if (promoted && monitor_->all_passing()) break;
       if (promoted && clock_.now() >= passing_by) {
         co_return untouched(Status::failed,
-                            Error(errc::not_ready, fmt::format("target {} not passing probes within {} of promotion: {}",
+                            Error(errc::not_ready, detail::format("target {} not passing probes within {} of promotion: {}",
                                                                target_.name, format_duration(options_.ready_deadline),
                                                                monitor_->describe_not_passing())));
       }
@@ -420,18 +420,18 @@ private:
     auto switched = co_await switch_to(target_);
     if (!switched) {
       const auto& err = switched.error();
-      ctx_.emit(EventKind::rollback_started, active_.name, fmt::format("switch to {} failed: {}", target_.name, err.message),
+      ctx_.emit(EventKind::rollback_started, active_.name, detail::format("switch to {} failed: {}", target_.name, err.message),
                 std::nullopt, err.code);
       auto restored = co_await switch_to(active_);
       if (restored) {
-        Outcome o = untouched(Status::failed, Error(err.code, fmt::format("switch to {} failed: {}; traffic restored to {}",
+        Outcome o = untouched(Status::failed, Error(err.code, detail::format("switch to {} failed: {}; traffic restored to {}",
                                                                           target_.name, err.message, active_.name)));
         co_return o;
       }
       Outcome o;
       o.status = Status::failed;
       o.code = make_error_code(errc::rollback_failed);
-      o.reason = fmt::format("switch to {} failed: {}; restoring {} failed too: {}", target_.name, err.message,
+      o.reason = detail::format("switch to {} failed: {}; restoring {} failed too: {}", target_.name, err.message,
                              active_.name, restored.error().message);
       co_return o;
     }
@@ -442,7 +442,7 @@ private:
     std::optional<Verdict> post;
     detail::Task post_check;
     if (options_.post_promotion_check) {
-      ctx_.emit(EventKind::check_started, "post_promotion_check", fmt::format("against {}", target_.name));
+      ctx_.emit(EventKind::check_started, "post_promotion_check", detail::format("against {}", target_.name));
       post_check.start(co_await boost::asio::this_coro::executor,
                        run_check(options_.post_promotion_check, "post_promotion_check", post), wake_);
     }
@@ -463,7 +463,7 @@ private:
         if (post->kind == Verdict::fail) {
           co_await post_check.stop();
           co_return co_await roll_back(Status::rolled_back,
-                                       Error(errc::check_failed, fmt::format("post_promotion_check failed: {}", post->detail)));
+                                       Error(errc::check_failed, detail::format("post_promotion_check failed: {}", post->detail)));
         }
         if (post->kind == Verdict::inconclusive) {
           held = true;
@@ -481,7 +481,7 @@ private:
     o.status = Status::promoted;
     o.active = target_.name;
     o.releasable = active_.name;
-    o.reason = fmt::format("{} serves 100% and passed {} of verification", target_.name, format_duration(options_.verify_for));
+    o.reason = detail::format("{} serves 100% and passed {} of verification", target_.name, format_duration(options_.verify_for));
     co_return o;
   }
 
@@ -503,7 +503,7 @@ private:
     ctx_.emit(EventKind::releasable, out.releasable,
               !had_traffic ? std::string("never received traffic; may be scaled down")
               : cut_short  ? std::string("scale-down delay cut short by abort; may be scaled down")
-                           : fmt::format("no traffic for {}; may be scaled down", format_duration(options_.scale_down_delay)));
+                           : detail::format("no traffic for {}; may be scaled down", format_duration(options_.scale_down_delay)));
   }
 
   LB& lb_;
@@ -532,10 +532,10 @@ struct fmt::formatter<rollout::BlueGreenOptions> : fmt::formatter<std::string_vi
   auto format(const rollout::BlueGreenOptions& o, FormatContext& ctx) const {
     using rollout::format_duration;
     return fmt::formatter<std::string_view>::format(
-        fmt::format("probe {{{}}}, concurrency {}, ready within {}, pre-check {}, {}, verify {}, post-check {}, "
+        rollout::detail::format("probe {{{}}}, concurrency {}, ready within {}, pre-check {}, {}, verify {}, post-check {}, "
                     "check timeout {}, scale-down delay {}, lb timeout {}, lb retry {{{}}}",
                     o.probe, o.probe_concurrency, format_duration(o.ready_deadline), o.pre_promotion_check ? "yes" : "no",
-                    o.auto_promote ? fmt::format("auto-promote after {}", format_duration(o.auto_promote_after))
+                    o.auto_promote ? rollout::detail::format("auto-promote after {}", format_duration(o.auto_promote_after))
                                    : std::string("manual promotion"),
                     format_duration(o.verify_for), o.post_promotion_check ? "yes" : "no", format_duration(o.check_timeout),
                     format_duration(o.scale_down_delay), format_duration(o.lb_timeout), o.lb_retry),
@@ -558,7 +558,7 @@ struct fmt::formatter<rollout::BlueGreenState> : fmt::formatter<std::string_view
   template <class FormatContext>
   auto format(const rollout::BlueGreenState& s, FormatContext& ctx) const {
     std::string text = rollout::to_string(s.phase);
-    if (s.applied) text += fmt::format(", applied {}", *s.applied);
+    if (s.applied) text += rollout::detail::format(", applied {}", *s.applied);
     return fmt::formatter<std::string_view>::format(text, ctx);
   }
 };

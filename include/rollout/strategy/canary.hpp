@@ -20,6 +20,7 @@
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/run_context.hpp>
 #include <rollout/detail/task.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -28,7 +29,6 @@
 
 #include <memory>
 #include <optional>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -82,16 +82,16 @@ public:
       switch (s.kind) {
         case CanaryStep::set_weight:
           if (!allow_decrease && s.weight < last) {
-            throw invalid_option(fmt::format("steps[{}].weight", i), s.weight.text(),
-                                 fmt::format("must not be lower than the previous weight ({}); set allow_decrease to permit it",
+            throw invalid_option(detail::format("steps[{}].weight", i), s.weight.text(),
+                                 detail::format("must not be lower than the previous weight ({}); set allow_decrease to permit it",
                                              last.text()));
           }
           last = s.weight;
           break;
         case CanaryStep::pause:
-          if (s.duration) require_duration(fmt::format("steps[{}].duration", i), *s.duration, DurationRule::positive);
+          if (s.duration) require_duration(detail::format("steps[{}].duration", i), *s.duration, DurationRule::positive);
           break;
-        case CanaryStep::analyze: s.analysis.validate(fmt::format("steps[{}].analysis", i)); break;
+        case CanaryStep::analyze: s.analysis.validate(detail::format("steps[{}].analysis", i)); break;
       }
     }
     CanaryPlan p;
@@ -103,7 +103,7 @@ public:
   static CanaryPlan linear(Percent step_weight, Percent max_weight, Duration interval, std::optional<AnalysisSpec> each = {}) {
     if (step_weight.is_zero()) throw invalid_option("step_weight", step_weight.text(), "must be greater than 0%");
     if (max_weight < step_weight) {
-      throw invalid_option("max_weight", max_weight.text(), fmt::format("must be at least step_weight ({})", step_weight.text()));
+      throw invalid_option("max_weight", max_weight.text(), detail::format("must be at least step_weight ({})", step_weight.text()));
     }
     std::vector<Percent> ws;
     for (std::int32_t bp = step_weight.basis_points(); bp <= max_weight.basis_points(); bp += step_weight.basis_points()) {
@@ -154,16 +154,16 @@ struct CanaryOptions {
     if (stable_group.empty()) throw invalid_option("stable_group", "\"\"", "must not be empty");
     if (canary_group.empty()) throw invalid_option("canary_group", "\"\"", "must not be empty");
     if (canary_group == stable_group) {
-      throw invalid_option("canary_group", fmt::format("\"{}\"", canary_group), "must differ from stable_group");
+      throw invalid_option("canary_group", detail::format("\"{}\"", canary_group), "must differ from stable_group");
     }
     if (baseline_group && (baseline_group->empty() || *baseline_group == stable_group || *baseline_group == canary_group)) {
-      throw invalid_option("baseline_group", fmt::format("\"{}\"", *baseline_group), "must be non-empty and differ from the other groups");
+      throw invalid_option("baseline_group", detail::format("\"{}\"", *baseline_group), "must be non-empty and differ from the other groups");
     }
     if (background) {
       background->analysis.validate("background.analysis");
       if (background->start_step >= plan_size) {
-        throw invalid_option("background.start_step", fmt::format("{}", background->start_step),
-                             fmt::format("must be a step index below {}", plan_size));
+        throw invalid_option("background.start_step", detail::format("{}", background->start_step),
+                             detail::format("must be a step index below {}", plan_size));
       }
     }
     require_duration("lb_timeout", lb_timeout, DurationRule::positive);
@@ -240,13 +240,13 @@ public:
         rng_(options_.lb_retry.seed) {
     if (stable_.id.empty()) throw invalid_option("stable", "\"\"", "must not be empty");
     if (canary_.id.empty()) throw invalid_option("canary", "\"\"", "must not be empty");
-    if (stable_ == canary_) throw invalid_option("canary", fmt::format("\"{}\"", canary_.id), "must differ from the stable revision");
+    if (stable_ == canary_) throw invalid_option("canary", detail::format("\"{}\"", canary_.id), "must differ from the stable revision");
     options_.validate(plan_.steps().size());
     if (options_.baseline_group) {
       for (std::size_t i = 0; i < plan_.steps().size(); ++i) {
         const auto& s = plan_.steps()[i];
         if (s.kind == CanaryStep::set_weight && s.weight.basis_points() * 2 > Percent::full_scale) {
-          throw invalid_option(fmt::format("steps[{}].weight", i), s.weight.text(),
+          throw invalid_option(detail::format("steps[{}].weight", i), s.weight.text(),
                                "must be at most 50% when a baseline gets the same weight");
         }
       }
@@ -266,7 +266,7 @@ public:
     wake_ = &wake;
     ctx_.begin(expected_events());
     ctx_.emit(EventKind::run_started, canary_.id,
-              fmt::format("canary {} -> {}, {} steps", stable_, canary_, plan_.steps().size()));
+              detail::format("canary {} -> {}, {} steps", stable_, canary_, plan_.steps().size()));
     control_.set_listener([this](Control::Request r, const std::string& d) { on_request(r, d); });
 
     Ending end = co_await body();
@@ -405,7 +405,7 @@ private:
   boost::asio::awaitable<Interrupt> check_background_inconclusive() {
     if (!background_inconclusive_unacknowledged()) co_return Interrupt::none;
     background_acknowledged_ = true;
-    co_return co_await hold(fmt::format("background analysis inconclusive: {}; waiting for promote() or abort()", background_->reason()));
+    co_return co_await hold(detail::format("background analysis inconclusive: {}; waiting for promote() or abort()", background_->reason()));
   }
 
   /// A timed pause: counts down only while not paused by the operator.
@@ -431,7 +431,7 @@ private:
   /// Runs an inline analysis to its end.
   boost::asio::awaitable<std::pair<Interrupt, AnalysisPhase>> inline_analysis(const AnalysisSpec& spec) {
     auto run = make_run(spec);
-    ctx_.emit(EventKind::check_started, spec.name, fmt::format("{} metrics", spec.metrics.size()));
+    ctx_.emit(EventKind::check_started, spec.name, detail::format("{} metrics", spec.metrics.size()));
     detail::Task task;
     task.start(ex_, run->run(), wake_);
     Interrupt why = Interrupt::none;
@@ -474,12 +474,12 @@ private:
     if (r) {
       o.status = status;
       o.code = why.code;
-      o.reason = fmt::format("{}; traffic back to 100% {}", why.message, options_.stable_group);
+      o.reason = detail::format("{}; traffic back to 100% {}", why.message, options_.stable_group);
       o.active = options_.stable_group;
     } else {
       o.status = Status::failed;
       o.code = make_error_code(errc::rollback_failed);
-      o.reason = fmt::format("{}; restoring 100% {} failed too: {}", why.message, options_.stable_group, r.error().message);
+      o.reason = detail::format("{}; restoring 100% {} failed too: {}", why.message, options_.stable_group, r.error().message);
     }
     co_return o;
   }
@@ -513,19 +513,19 @@ private:
 
   Ending on_interrupt(Interrupt i) const {
     if (i == Interrupt::abort) {
-      return rolling_back(Status::aborted, Error(errc::aborted, fmt::format("aborted at step {}: {}", state_.step, control_.abort_reason())));
+      return rolling_back(Status::aborted, Error(errc::aborted, detail::format("aborted at step {}: {}", state_.step, control_.abort_reason())));
     }
     // background failed
     const auto phase = background_->phase(true);
     return rolling_back(Status::rolled_back, Error(phase == AnalysisPhase::error ? errc::analysis_error : errc::analysis_failed,
-                                                   fmt::format("background analysis {}: {}", to_string(phase), background_->reason())));
+                                                   detail::format("background analysis {}: {}", to_string(phase), background_->reason())));
   }
 
   boost::asio::awaitable<Ending> body() {
     set_phase(CanaryPhase::progressing);
     // A known starting point: everything on stable.
     if (auto r = co_await apply(split_for(Percent{})); !r) {
-      co_return ended(Status::failed, Error(r.error().code, fmt::format("could not set the initial split: {}", r.error().message)));
+      co_return ended(Status::failed, Error(r.error().code, detail::format("could not set the initial split: {}", r.error().message)));
     }
     const auto& all = plan_.steps();
     bool full = false;
@@ -544,12 +544,12 @@ private:
         }
         co_return on_interrupt(in);
       }
-      const std::string label = step.kind == CanaryStep::set_weight ? fmt::format("set_weight {}", step.weight)
+      const std::string label = step.kind == CanaryStep::set_weight ? detail::format("set_weight {}", step.weight)
                                 : step.kind == CanaryStep::pause
-                                    ? (step.duration ? fmt::format("pause {}", format_duration(*step.duration)) : std::string("pause until promoted"))
-                                    : fmt::format("analyze {}", step.analysis.name);
+                                    ? (step.duration ? detail::format("pause {}", format_duration(*step.duration)) : std::string("pause until promoted"))
+                                    : detail::format("analyze {}", step.analysis.name);
       if (step.kind == CanaryStep::set_weight) state_.step_weight = step.weight;
-      const std::string subject = fmt::format("steps[{}]", i);
+      const std::string subject = detail::format("steps[{}]", i);
       ctx_.emit(EventKind::step_started, subject, label,
                 step.kind == CanaryStep::set_weight ? std::optional<TrafficSplit>(split_for(step.weight)) : std::nullopt);
       Interrupt in = Interrupt::none;
@@ -557,7 +557,7 @@ private:
         case CanaryStep::set_weight: {
           auto r = co_await apply(split_for(step.weight));
           if (!r) {
-            co_return rolling_back(Status::failed, Error(r.error().code, fmt::format("set_weight {} failed: {}", step.weight, r.error().message)));
+            co_return rolling_back(Status::failed, Error(r.error().code, detail::format("set_weight {} failed: {}", step.weight, r.error().message)));
           }
           break;
         }
@@ -575,10 +575,10 @@ private:
             if (phase == AnalysisPhase::failed || phase == AnalysisPhase::error) {
               co_return rolling_back(Status::rolled_back,
                                      Error(phase == AnalysisPhase::error ? errc::analysis_error : errc::analysis_failed,
-                                           fmt::format("analysis {} {}: {}", step.analysis.name, to_string(phase), last_reason_)));
+                                           detail::format("analysis {} {}: {}", step.analysis.name, to_string(phase), last_reason_)));
             }
             if (phase == AnalysisPhase::inconclusive) {
-              in = co_await hold(fmt::format("analysis {} inconclusive: {}; waiting for promote() or abort()", step.analysis.name, last_reason_));
+              in = co_await hold(detail::format("analysis {} inconclusive: {}; waiting for promote() or abort()", step.analysis.name, last_reason_));
             }
           }
           break;
@@ -598,10 +598,10 @@ private:
     auto r = co_await apply(all_canary());
     if (auto in = interrupted(false); in != Interrupt::none) co_return on_interrupt(in);
     if (!r) {
-      co_return rolling_back(Status::failed, Error(r.error().code, fmt::format("promotion to 100% {} failed: {}", options_.canary_group, r.error().message)));
+      co_return rolling_back(Status::failed, Error(r.error().code, detail::format("promotion to 100% {} failed: {}", options_.canary_group, r.error().message)));
     }
-    co_return ended(Status::promoted, Error(error_code{}, full ? fmt::format("{} promoted to 100% (full promotion requested)", canary_)
-                                                                : fmt::format("{} promoted to 100% after {} steps", canary_, all.size())));
+    co_return ended(Status::promoted, Error(error_code{}, full ? detail::format("{} promoted to 100% (full promotion requested)", canary_)
+                                                                : detail::format("{} promoted to 100% after {} steps", canary_, all.size())));
   }
 
   LB& lb_;
@@ -632,10 +632,10 @@ template <>
 struct fmt::formatter<rollout::CanaryStep> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::CanaryStep& s, FormatContext& ctx) const {
-    std::string text = s.kind == rollout::CanaryStep::set_weight ? fmt::format("set_weight {}", s.weight.text())
+    std::string text = s.kind == rollout::CanaryStep::set_weight ? rollout::detail::format("set_weight {}", s.weight.text())
                        : s.kind == rollout::CanaryStep::pause
-                           ? (s.duration ? fmt::format("pause {}", rollout::format_duration(*s.duration)) : std::string("pause until promoted"))
-                           : fmt::format("analyze {}", s.analysis.name);
+                           ? (s.duration ? rollout::detail::format("pause {}", rollout::format_duration(*s.duration)) : std::string("pause until promoted"))
+                           : rollout::detail::format("analyze {}", s.analysis.name);
     return fmt::formatter<std::string_view>::format(text, ctx);
   }
 };
@@ -646,7 +646,7 @@ struct fmt::formatter<rollout::CanaryPlan> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::CanaryPlan& p, FormatContext& ctx) const {
     std::string text = "[";
-    for (std::size_t i = 0; i < p.steps().size(); ++i) text += fmt::format("{}{}", i ? ", " : "", p.steps()[i]);
+    for (std::size_t i = 0; i < p.steps().size(); ++i) text += rollout::detail::format("{}{}", i ? ", " : "", p.steps()[i]);
     return fmt::formatter<std::string_view>::format(text + "]", ctx);
   }
 };
@@ -665,8 +665,8 @@ template <>
 struct fmt::formatter<rollout::CanaryState> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::CanaryState& s, FormatContext& ctx) const {
-    std::string text = fmt::format("{} at steps[{}], step weight {}", rollout::to_string(s.phase), s.step, s.step_weight.text());
-    if (s.applied) text += fmt::format(", applied {}", *s.applied);
+    std::string text = rollout::detail::format("{} at steps[{}], step weight {}", rollout::to_string(s.phase), s.step, s.step_weight.text());
+    if (s.applied) text += rollout::detail::format(", applied {}", *s.applied);
     return fmt::formatter<std::string_view>::format(text, ctx);
   }
 };

@@ -18,6 +18,7 @@
 #include <rollout/detail/retry.hpp>
 #include <rollout/detail/run_context.hpp>
 #include <rollout/detail/task.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -31,7 +32,6 @@
 #include <cstdint>
 #include <list>
 #include <optional>
-#include <random>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -64,7 +64,7 @@ public:
     return round_up ? p.of_rounded_up(desired) : p.of_rounded_down(desired);
   }
   /// `25%` or `3`.
-  std::string text() const { return is_percent() ? std::get<Percent>(value_).text() : fmt::format("{}", count()); }
+  std::string text() const { return is_percent() ? std::get<Percent>(value_).text() : detail::format("{}", count()); }
 
 private:
   std::variant<std::int64_t, Percent> value_;
@@ -114,26 +114,26 @@ struct RollingOptions {
   void validate() const {
     // The upper bounds keep desired + surge and the budget arithmetic far from overflow.
     if (desired < 1 || desired > max_fleet) {
-      throw invalid_option("desired", fmt::format("{}", desired), fmt::format("must be within 1..{}", max_fleet));
+      throw invalid_option("desired", detail::format("{}", desired), detail::format("must be within 1..{}", max_fleet));
     }
     if (!max_surge.is_percent() && (max_surge.count() < 0 || max_surge.count() > max_fleet)) {
-      throw invalid_option("max_surge", max_surge.text(), fmt::format("must be within 0..{}", max_fleet));
+      throw invalid_option("max_surge", max_surge.text(), detail::format("must be within 0..{}", max_fleet));
     }
     if (!max_unavailable.is_percent() && (max_unavailable.count() < 0 || max_unavailable.count() > max_fleet)) {
-      throw invalid_option("max_unavailable", max_unavailable.text(), fmt::format("must be within 0..{}", max_fleet));
+      throw invalid_option("max_unavailable", max_unavailable.text(), detail::format("must be within 0..{}", max_fleet));
     }
     if (max_surge.is_zero() && max_unavailable.is_zero()) {
-      throw invalid_option("max_surge", fmt::format("{} (max_unavailable {})", max_surge.text(), max_unavailable.text()),
+      throw invalid_option("max_surge", detail::format("{} (max_unavailable {})", max_surge.text(), max_unavailable.text()),
                            "max_surge and max_unavailable are both 0: the update could never make progress");
     }
     require_duration("min_ready", min_ready, DurationRule::non_negative);
     require_duration("ready_deadline", ready_deadline, DurationRule::positive);
     if (max_failed_instances < 1) {
-      throw invalid_option("max_failed_instances", fmt::format("{}", max_failed_instances), "must be at least 1");
+      throw invalid_option("max_failed_instances", detail::format("{}", max_failed_instances), "must be at least 1");
     }
     require_duration("progress_deadline", progress_deadline, DurationRule::positive);
     if (partition < 0 || partition > desired) {
-      throw invalid_option("partition", fmt::format("{}", partition), fmt::format("must be within 0..desired ({})", desired));
+      throw invalid_option("partition", detail::format("{}", partition), detail::format("must be within 0..desired ({})", desired));
     }
     require_duration("call_timeout", call_timeout, DurationRule::positive);
     retry.validate("retry");
@@ -220,7 +220,7 @@ public:
         rng_(options_.retry.seed) {
     if (from_.id.empty()) throw invalid_option("from", "\"\"", "must not be empty");
     if (to_.id.empty()) throw invalid_option("to", "\"\"", "must not be empty");
-    if (from_ == to_) throw invalid_option("to", fmt::format("\"{}\"", to_.id), "must differ from the old revision");
+    if (from_ == to_) throw invalid_option("to", detail::format("\"{}\"", to_.id), "must differ from the old revision");
     options_.validate();
     budgets_ = resolve_budgets(options_.desired, options_.max_surge, options_.max_unavailable);
   }
@@ -238,7 +238,7 @@ public:
     wake_ = &wake;
     ctx_.begin(expected_events());
     ctx_.emit(EventKind::run_started, to_.id,
-              fmt::format("rolling update {} -> {}: desired {}, surge {} ({}), unavailable {} ({}), partition {}", from_,
+              detail::format("rolling update {} -> {}: desired {}, surge {} ({}), unavailable {} ({}), partition {}", from_,
                           to_, options_.desired, budgets_.surge, options_.max_surge.text(), budgets_.unavailable,
                           options_.max_unavailable.text(), options_.partition));
     control_.set_listener([this](Control::Request r, const std::string& detail) { on_request(r, detail); });
@@ -400,18 +400,18 @@ private:
 
   /// Creates one instance of the target revision and brings it to available.
   boost::asio::awaitable<void> start_one(Revision rev) {
-    auto created = co_await with_retry<Instance>([&] { return fmt::format("orchestrator.create({})", rev); },
+    auto created = co_await with_retry<Instance>([&] { return detail::format("orchestrator.create({})", rev); },
                                                  [&] { return orch_.create(rev); });
     --pending_creates_;
     if (!created) {
-      note_failure(fmt::format("create({})", rev), created.error());
+      note_failure(detail::format("create({})", rev), created.error());
       if (wake_) wake_->notify_all();
       co_return;
     }
     ++report_.created;
     const Instance inst = *created;
     add_member(inst, MemberState::starting);
-    ctx_.emit(EventKind::instance_created, inst.id, fmt::format("{} at {}", inst.revision, inst.endpoint));
+    ctx_.emit(EventKind::instance_created, inst.id, detail::format("{} at {}", inst.revision, inst.endpoint));
     co_await become_available(inst);
   }
 
@@ -419,7 +419,7 @@ private:
   boost::asio::awaitable<void> become_available(Instance inst) {
     if (wake_) wake_->notify_all();
     auto ready = co_await detail::call(
-        clock_, options_.ready_deadline, [&] { return fmt::format("orchestrator.wait_ready({})", inst.id); }, orch_.wait_ready(inst));
+        clock_, options_.ready_deadline, [&] { return detail::format("orchestrator.wait_ready({})", inst.id); }, orch_.wait_ready(inst));
     if (!members_.contains(inst.id)) co_return;
     if (!ready) {
       set_state(inst.id, MemberState::failed);
@@ -436,7 +436,7 @@ private:
     known_available_.insert(inst.id);
     progress();
     ctx_.emit(EventKind::instance_ready, inst.id,
-              options_.min_ready > Duration::zero() ? fmt::format("available (ready for {})", format_duration(options_.min_ready))
+              options_.min_ready > Duration::zero() ? detail::format("available (ready for {})", format_duration(options_.min_ready))
                                                     : std::string("available"));
     if (wake_) wake_->notify_all();
   }
@@ -450,13 +450,13 @@ private:
     set_state(id, MemberState::retiring);
     ctx_.emit(EventKind::instance_retiring, id,
               was_failed ? std::string("failed instance")
-              : was_old  ? fmt::format("old instance ({})", m.instance.revision)
+              : was_old  ? detail::format("old instance ({})", m.instance.revision)
                          : std::string("surplus instance"));
     spawn(retire_one(m.instance, was_old), false);
   }
 
   boost::asio::awaitable<void> retire_one(Instance inst, bool was_old) {
-    auto r = co_await with_retry<void>([&] { return fmt::format("orchestrator.retire({})", inst.id); },
+    auto r = co_await with_retry<void>([&] { return detail::format("orchestrator.retire({})", inst.id); },
                                        [&] { return orch_.retire(inst); });
     if (!r) {
       // Still there, drained, in an unknown state: it no longer counts as serving.
@@ -479,7 +479,7 @@ private:
   void note_failure(const std::string& subject, const Error& e, std::string detail = {}) {
     ++failures_;
     ++report_.failed;
-    last_failure_ = fmt::format("{}: {}", subject, detail.empty() ? e.message : detail);
+    last_failure_ = detail::format("{}: {}", subject, detail.empty() ? e.message : detail);
     ctx_.emit(EventKind::instance_failed, subject, detail.empty() ? e.message : std::move(detail), std::nullopt, e.code);
   }
 
@@ -590,7 +590,7 @@ private:
       // and gives up only at the progress deadline.
       if (abortable && failures_ >= options_.max_failed_instances) {
         co_return PassResult{PassResult::failed,
-                             Error(errc::too_many_failures, fmt::format("{} instances of {} failed (max_failed_instances {}): {}",
+                             Error(errc::too_many_failures, detail::format("{} instances of {} failed (max_failed_instances {}): {}",
                                                                         failures_, *target_, options_.max_failed_instances,
                                                                         last_failure_))};
       }
@@ -600,7 +600,7 @@ private:
       } else if (clock_.now() - last_progress_ >= options_.progress_deadline) {
         co_return PassResult{PassResult::failed,
                              Error(errc::progress_deadline,
-                                   fmt::format("no instance became available or was retired for {} (total {}, available {}, "
+                                   detail::format("no instance became available or was retired for {} (total {}, available {}, "
                                                "{} of {} on {}){}",
                                                format_duration(options_.progress_deadline), total(), available(),
                                                target_alive(), want_target, *target_,
@@ -671,7 +671,7 @@ private:
       // The fleet as this run last knew it (every create and retire since the last list).
       report_.fleet.clear();
       for (const Member* m : members_by_id()) report_.fleet.push_back(m->instance);
-      o.reason += fmt::format("; the fleet shown is this run's own record, because the final {}", listed.error().message);
+      o.reason += detail::format("; the fleet shown is this run's own record, because the final {}", listed.error().message);
     }
     // Two copies of the fleet, not four: at 10,000 instances each is about a
     // megabyte, and these copies set the run's peak memory.
@@ -691,7 +691,7 @@ private:
       // on_failure = pause: hold until resume (try again) or abort (roll back).
       co_await retire_leftovers();
       set_phase(RollingPhase::paused);
-      control_.pause(fmt::format("update failed, holding until resume() or abort(): {}", fwd.error.message));
+      control_.pause(detail::format("update failed, holding until resume() or abort(): {}", fwd.error.message));
       while (control_.paused() && !control_.abort_requested()) {
         const auto why = co_await detail::wait_for_change(clock_, *wake_, TimePoint::max());
         if (why == detail::Wake::cancelled) control_.abort("run() was cancelled by its caller");
@@ -704,15 +704,15 @@ private:
     }
     co_await stop_tasks();
     if (fwd.kind == PassResult::done) {
-      const auto reason = kept_ > 0 ? fmt::format("{} of {} instances on {}, {} left on {} (partition)",
+      const auto reason = kept_ > 0 ? detail::format("{} of {} instances on {}, {} left on {} (partition)",
                                                   options_.desired - kept_, options_.desired, to_, kept_, from_)
-                                    : fmt::format("all {} instances on {}", options_.desired, to_);
+                                    : detail::format("all {} instances on {}", options_.desired, to_);
       co_return co_await finish(Status::promoted, Error(error_code{}, reason), to_);
     }
 
     // Back to the old revision, under the same budgets; not cancellable.
     const Error why = fwd.kind == PassResult::aborted
-                          ? Error(errc::aborted, fmt::format("aborted: {}", control_.abort_reason()))
+                          ? Error(errc::aborted, detail::format("aborted: {}", control_.abort_reason()))
                           : fwd.error;
     set_phase(RollingPhase::rolling_back);
     ctx_.emit(EventKind::rollback_started, from_.id, why.message, std::nullopt, why.code);
@@ -721,11 +721,11 @@ private:
     co_await stop_tasks();
     if (back.kind == PassResult::done) {
       co_return co_await finish(fwd.kind == PassResult::aborted ? Status::aborted : Status::rolled_back,
-                                Error(why.code, fmt::format("{}; rolled back to {}", why.message, from_)), from_);
+                                Error(why.code, detail::format("{}; rolled back to {}", why.message, from_)), from_);
     }
     co_await retire_leftovers();
     co_return co_await finish(Status::failed,
-                              Error(errc::rollback_failed, fmt::format("{}; rolling back to {} failed too: {}", why.message,
+                              Error(errc::rollback_failed, detail::format("{}; rolling back to {} failed too: {}", why.message,
                                                                        from_, back.error.message)),
                               Revision{});
   }
@@ -799,6 +799,6 @@ struct fmt::formatter<rollout::RollingState> : fmt::formatter<std::string_view> 
   template <class FormatContext>
   auto format(const rollout::RollingState& s, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
-        fmt::format("{}: total {}, available {}, updated {}", rollout::to_string(s.phase), s.total, s.available, s.updated), ctx);
+        rollout::detail::format("{}: total {}, available {}, updated {}", rollout::to_string(s.phase), s.total, s.available, s.updated), ctx);
   }
 };

@@ -8,6 +8,7 @@
 #include <rollout/core/event.hpp>
 #include <rollout/core/outcome.hpp>
 #include <rollout/testing/sim_clock.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -82,11 +83,11 @@ AbortSweepReport abort_sweep(Make make, Check check) {
       out = std::move(o);
     });
     for (std::size_t i = 0; i < k && !out; ++i) f->clock.step(f->io);
-    if (out) throw std::logic_error(fmt::format("abort_sweep: the run finished after {} of {} completions", k, rep.completions));
+    if (out) throw std::logic_error(detail::format("abort_sweep: the run finished after {} of {} completions", k, rep.completions));
     aborted_at = f->clock.now();
     f->strategy().control().abort("abort_sweep");
     f->clock.run(f->io);
-    if (!out) throw std::logic_error(fmt::format("abort_sweep: after an abort at completion {}, run() never returned", k));
+    if (!out) throw std::logic_error(detail::format("abort_sweep: after an abort at completion {}, run() never returned", k));
     if (out->status == Status::aborted) {
       ++rep.aborted;
     } else {

@@ -9,6 +9,7 @@
 #include <rollout/core/types.hpp>
 #include <rollout/testing/fault.hpp>
 #include <rollout/testing/sim_clock.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -62,7 +63,7 @@ public:
     const auto n = created_++;
     if (!plan_) co_await detail::sleep_for(clock_, create_latency_);  // the common case: one frame fewer
     else if (auto err = co_await fault("orchestrator.create", r.id, create_latency_)) co_return *err;
-    Instance inst{fmt::format("{}-{:04}", r.id, n), r, {"127.0.0.1", static_cast<std::uint16_t>(20000 + (n % 40000))}};
+    Instance inst{detail::format("{}-{:04}", r.id, n), r, {"127.0.0.1", static_cast<std::uint16_t>(20000 + (n % 40000))}};
     Entry e;
     e.instance = inst;
     e.created_at = clock_.now();
@@ -76,14 +77,14 @@ public:
     if (!plan_) co_await detail::sleep_for(clock_, Duration::zero());
     else if (auto err = co_await fault("orchestrator.wait_ready", i.id, Duration::zero())) co_return *err;
     auto it = fleet_.find(i.id);
-    if (it == fleet_.end()) co_return Error(errc::instance_failed, fmt::format("{} is not in the fleet", i.id));
+    if (it == fleet_.end()) co_return Error(errc::instance_failed, detail::format("{} is not in the fleet", i.id));
     const StartScript script = it->second.script;
     const TimePoint ready_at = detail::add_saturating(it->second.created_at, script.start_latency);
     if (script.never_ready) co_await detail::sleep_until(clock_, TimePoint::max());
     if (clock_.now() < ready_at) co_await detail::sleep_until(clock_, ready_at);
     it = fleet_.find(i.id);
-    if (it == fleet_.end()) co_return Error(errc::instance_failed, fmt::format("{} was removed while starting", i.id));
-    if (script.crashes) co_return Error(errc::instance_failed, fmt::format("{} exited with code 1 while starting", i.id));
+    if (it == fleet_.end()) co_return Error(errc::instance_failed, detail::format("{} was removed while starting", i.id));
+    if (script.crashes) co_return Error(errc::instance_failed, detail::format("{} exited with code 1 while starting", i.id));
     it->second.ready = true;
     co_return result<void>{};
   }
@@ -149,7 +150,7 @@ private:
       co_await detail::sleep_for(clock_, latency);
       co_return std::nullopt;
     }
-    co_return co_await enact(clock_, f, latency, fmt::format("{}({})", call, what));
+    co_return co_await enact(clock_, f, latency, detail::format("{}({})", call, what));
   }
 
   C clock_;

@@ -7,6 +7,7 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
 #include <rollout/detail/race.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -114,10 +115,10 @@ boost::asio::awaitable<std::optional<Error>> enact(const C& clock, const Fault& 
       co_return std::nullopt;
     case Fault::error:
       co_await detail::sleep_for(clock, latency);
-      co_return f.err ? f.err : Error(errc::lb_rejected, fmt::format("injected error in {}", call));
+      co_return f.err ? f.err : Error(errc::lb_rejected, detail::format("injected error in {}", call));
     case Fault::exception:
       co_await detail::sleep_for(clock, latency);
-      throw std::runtime_error(fmt::format("injected exception in {}", call));
+      throw std::runtime_error(detail::format("injected exception in {}", call));
     case Fault::hang:
       co_await detail::sleep_until(clock, TimePoint::max());
       co_return Error(errc::timeout, "unreachable: a hang ended without cancellation");
@@ -126,7 +127,7 @@ boost::asio::awaitable<std::optional<Error>> enact(const C& clock, const Fault& 
       co_return std::nullopt;
     case Fault::disagree:
       co_await detail::sleep_for(clock, latency);
-      co_return Error(errc::lb_verify_mismatch, fmt::format("injected read-back mismatch in {}", call));
+      co_return Error(errc::lb_verify_mismatch, detail::format("injected read-back mismatch in {}", call));
   }
   co_return std::nullopt;
 }

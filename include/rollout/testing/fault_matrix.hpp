@@ -10,6 +10,7 @@
 #include <rollout/detail/task.hpp>
 #include <rollout/testing/fault.hpp>
 #include <rollout/testing/sim_clock.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -67,8 +68,8 @@ struct FaultMatrixReport {
     std::map<std::string, std::size_t> by_policy;
     for (const auto& c : calls) ++by_policy[c.policy];
     std::string policies;
-    for (const auto& [p, n] : by_policy) policies += fmt::format("{}{} {}", policies.empty() ? "" : ", ", p, n);
-    return fmt::format("{}: {} calls ({}) x modes = {} runs: {} promoted, {} rolled back, {} failed, {} aborted; {} problems", name,
+    for (const auto& [p, n] : by_policy) policies += detail::format("{}{} {}", policies.empty() ? "" : ", ", p, n);
+    return detail::format("{}: {} calls ({}) x modes = {} runs: {} promoted, {} rolled back, {} failed, {} aborted; {} problems", name,
                        calls.size(), policies, runs(), count(Status::promoted), count(Status::rolled_back), count(Status::failed),
                        count(Status::aborted), problems.size());
   }
@@ -84,12 +85,12 @@ struct FaultMatrixReport {
       if (std::find(kinds.begin(), kinds.end(), c.fault.kind) == kinds.end()) kinds.push_back(c.fault.kind);
     }
     std::string out = "| call |";
-    for (auto k : kinds) out += fmt::format(" {} |", to_string(k));
+    for (auto k : kinds) out += detail::format(" {} |", to_string(k));
     out += "\n|---|";
     for (std::size_t i = 0; i < kinds.size(); ++i) out += "---|";
     out += "\n";
     for (const auto& [policy, by_kind] : cells) {
-      out += fmt::format("| {} |", policy);
+      out += detail::format("| {} |", policy);
       for (auto k : kinds) {
         auto it = by_kind.find(k);
         if (it == by_kind.end()) {
@@ -98,13 +99,13 @@ struct FaultMatrixReport {
         }
         std::string cell;
         auto add = [&](Status s, char letter) {
-          if (auto n = it->second.find(s); n != it->second.end()) cell += fmt::format("{}{}{}", cell.empty() ? "" : " ", letter, n->second);
+          if (auto n = it->second.find(s); n != it->second.end()) cell += detail::format("{}{}{}", cell.empty() ? "" : " ", letter, n->second);
         };
         add(Status::promoted, 'P');
         add(Status::rolled_back, 'R');
         add(Status::failed, 'F');
         add(Status::aborted, 'A');
-        out += fmt::format(" {} |", cell);
+        out += detail::format(" {} |", cell);
       }
       out += "\n";
     }
@@ -148,7 +149,7 @@ FaultMatrixReport fault_matrix(Make make, Check check, const std::vector<Fault>&
     auto f = make(clean);
     auto out = run_sim(f->io, f->clock, f->strategy().run());
     if (out.status != Status::promoted) {
-      throw std::logic_error(fmt::format("fault_matrix: the clean run ended {}: {}", out.status, out.reason));
+      throw std::logic_error(detail::format("fault_matrix: the clean run ended {}: {}", out.status, out.reason));
     }
     rep.calls = clean.calls();
   }
@@ -156,8 +157,8 @@ FaultMatrixReport fault_matrix(Make make, Check check, const std::vector<Fault>&
     for (const auto& mode : modes) {
       if (mode.kind == Fault::disagree && call.policy != "lb.apply") continue;
       FaultCase fc{call, mode, {}, {}};
-      const std::string label = fmt::format("call {} {}({}) {}", call.index, call.policy, call.what, to_string(mode.kind));
-      auto problem = [&](std::string what) { rep.problems.push_back(fmt::format("{}: {}", label, what)); };
+      const std::string label = detail::format("call {} {}({}) {}", call.index, call.policy, call.what, to_string(mode.kind));
+      auto problem = [&](std::string what) { rep.problems.push_back(detail::format("{}: {}", label, what)); };
       FaultPlan plan;
       plan.inject(call.index, mode);
       auto f = make(plan);
@@ -170,27 +171,27 @@ FaultMatrixReport fault_matrix(Make make, Check check, const std::vector<Fault>&
       try {
         f->clock.run(f->io);
       } catch (const std::exception& e) {
-        problem(fmt::format("the simulation failed: {}", e.what()));
+        problem(detail::format("the simulation failed: {}", e.what()));
         rep.cases.push_back(std::move(fc));
         continue;
       }
       f->io.poll();
       if (!f->io.stopped()) problem("coroutines are still alive after run() (the io_context has outstanding work)");
-      if (f->clock.pending_timers() != 0) problem(fmt::format("{} timers still armed after run()", f->clock.pending_timers()));
+      if (f->clock.pending_timers() != 0) problem(detail::format("{} timers still armed after run()", f->clock.pending_timers()));
       if (detail::live_tasks().load() != tasks_before) {
-        problem(fmt::format("{} background tasks leaked", detail::live_tasks().load() - tasks_before));
+        problem(detail::format("{} background tasks leaked", detail::live_tasks().load() - tasks_before));
       }
       const auto& made = plan.calls();
       if (made.size() < call.index || made[call.index - 1].policy != call.policy || made[call.index - 1].what != call.what) {
         problem("the replay diverged from the clean run before the injected call");
       } else if (plan.injected().size() != 1) {
-        problem(fmt::format("{} faults hit, expected 1", plan.injected().size()));
+        problem(detail::format("{} faults hit, expected 1", plan.injected().size()));
       }
       if (thrown) {
         try {
           std::rethrow_exception(thrown);
         } catch (const std::exception& e) {
-          problem(fmt::format("run() threw: {}", e.what()));
+          problem(detail::format("run() threw: {}", e.what()));
         } catch (...) {
           problem("run() threw a non-standard exception");
         }
@@ -201,11 +202,11 @@ FaultMatrixReport fault_matrix(Make make, Check check, const std::vector<Fault>&
         fc.reason = out->reason;
         if (out->status == Status::aborted) problem("ended Aborted, but nobody aborted it");
         if (out->status != Status::promoted) {
-          if (!out->code) problem(fmt::format("ended {} without an error code", out->status));
+          if (!out->code) problem(detail::format("ended {} without an error code", out->status));
           const bool names_policy = out->reason.find(call.policy) != std::string::npos;
           const bool names_subject = !call.what.empty() && out->reason.find(call.what) != std::string::npos;
           if (!names_policy && !names_subject) {
-            problem(fmt::format("ended {} with a reason that names neither {} nor {}: {}", out->status, call.policy, call.what,
+            problem(detail::format("ended {} with a reason that names neither {} nor {}: {}", out->status, call.policy, call.what,
                                 out->reason));
           }
         }

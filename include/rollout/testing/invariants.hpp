@@ -7,6 +7,7 @@
 #include <rollout/core/event.hpp>
 #include <rollout/core/percent.hpp>
 #include <rollout/core/traffic_split.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <fmt/format.h>
 
@@ -59,7 +60,7 @@ public:
 
 private:
   void violate(const std::string& rule, const Event& e, const std::string& what) {
-    violations_.push_back(fmt::format("[{}] {} at event {}", rule, what, e));
+    violations_.push_back(detail::format("[{}] {} at event {}", rule, what, e));
   }
 
   std::vector<std::pair<std::string, Rule>> rules_;
@@ -115,18 +116,18 @@ private:
     const TrafficSplit now = state_();
     const auto sole = now.sole_group();
     if (!sole || (*sole != active_ && *sole != target_)) {
-      return fmt::format("load balancer holds {}, not 100% on {} or {}", now, active_, target_);
+      return detail::format("load balancer holds {}, not 100% on {} or {}", now, active_, target_);
     }
     if (e.kind == EventKind::phase_changed && e.subject == "switching") {
       for (const auto& [id, ok] : passing_) {
-        if (!ok) return fmt::format("switch to {} decided while instance {} was not passing", target_, id);
+        if (!ok) return detail::format("switch to {} decided while instance {} was not passing", target_, id);
       }
     }
     if (e.kind == EventKind::traffic_applied && e.split && e.split->sole_group() == target_ && unhealthy_) {
-      return fmt::format("traffic moved to {} after one of its instances became unhealthy", target_);
+      return detail::format("traffic moved to {} after one of its instances became unhealthy", target_);
     }
     if (e.kind == EventKind::run_finished && !e.subject.empty() && *sole != e.subject) {
-      return fmt::format("run finished claiming 100% on {} but the load balancer holds {}", e.subject, now);
+      return detail::format("run finished claiming 100% on {} but the load balancer holds {}", e.subject, now);
     }
     return std::nullopt;
   }
@@ -164,9 +165,9 @@ private:
     const TrafficSplit now = state_();
     const Percent w = now.weight_of(canary_);
     max_seen_ = std::max(max_seen_, w);
-    if (w > allowed_) return fmt::format("canary at {} but the current step allows {}", w, allowed_);
+    if (w > allowed_) return detail::format("canary at {} but the current step allows {}", w, allowed_);
     if (e.kind == EventKind::run_finished && !e.subject.empty() && now.sole_group() != e.subject) {
-      return fmt::format("run finished claiming 100% on {} but the load balancer holds {}", e.subject, now);
+      return detail::format("run finished claiming 100% on {} but the load balancer holds {}", e.subject, now);
     }
     return std::nullopt;
   }
@@ -221,13 +222,13 @@ private:
     max_fleet_ = std::max(max_fleet_, size);
     min_seen_ = std::min(min_seen_, n);
     if (static_cast<std::int64_t>(size) > ceiling_) {
-      return fmt::format("fleet holds {} instances, above desired + surge = {}", size, ceiling_);
+      return detail::format("fleet holds {} instances, above desired + surge = {}", size, ceiling_);
     }
     const auto floor = std::min(floor_, best_);
-    if (n < floor) return fmt::format("{} instances serving, below {}", n, floor);
+    if (n < floor) return detail::format("{} instances serving, below {}", n, floor);
     best_ = std::max(best_, std::min(n, floor_));
     for (const auto& id : serving_) {
-      if (!is_ready_(id)) return fmt::format("instance {} counted as serving but not ready in the fleet", id);
+      if (!is_ready_(id)) return detail::format("instance {} counted as serving but not ready in the fleet", id);
     }
     return std::nullopt;
   }

@@ -9,6 +9,7 @@
 #include <rollout/core/traffic_split.hpp>
 #include <rollout/testing/fault.hpp>
 #include <rollout/testing/sim_clock.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -43,12 +44,12 @@ public:
     Fault f = Fault::ok();
     if (auto it = faults_.find(n); it != faults_.end()) f = it->second;
     if (plan_) {
-      auto pf = plan_->on_call("lb.apply", fmt::format("{}", split));
+      auto pf = plan_->on_call("lb.apply", detail::format("{}", split));
       if (pf.kind != Fault::none) f = pf;
     }
     if (f.kind == Fault::none) {
       co_await detail::sleep_for(clock_, latency_);  // the common case: no fault, no names formatted
-    } else if (auto err = co_await enact(clock_, f, latency_, fmt::format("lb.apply#{}", n))) {
+    } else if (auto err = co_await enact(clock_, f, latency_, detail::format("lb.apply#{}", n))) {
       co_return *err;
     }
     if (!(split == state_)) {

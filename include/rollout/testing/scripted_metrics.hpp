@@ -9,6 +9,7 @@
 #include <rollout/core/metrics.hpp>
 #include <rollout/testing/fault.hpp>
 #include <rollout/testing/sim_clock.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -38,14 +39,14 @@ public:
     const auto n = counts_[key]++;
     ++total_;
     Fault f = Fault::ok();
-    if (plan_) f = plan_->on_call("metrics.query", fmt::format("{} {}", q.name, scope));
+    if (plan_) f = plan_->on_call("metrics.query", detail::format("{} {}", q.name, scope));
     if (f.kind == Fault::none) {
       co_await detail::sleep_for(clock_, latency_);  // the common case: no fault, no names formatted
-    } else if (auto err = co_await enact(clock_, f, latency_, fmt::format("metrics.query({}, {})", q.name, scope))) {
+    } else if (auto err = co_await enact(clock_, f, latency_, detail::format("metrics.query({}, {})", q.name, scope))) {
       co_return *err;
     }
     if (auto it = scripts_.find(key); it != scripts_.end()) co_return it->second(n, scope, clock_.now());
-    co_return MetricValue{NoData{fmt::format("no script for {} {}", q.name, scope.role)}};
+    co_return MetricValue{NoData{detail::format("no script for {} {}", q.name, scope.role)}};
   }
 
   void script(const std::string& metric, ScopeRole role, Script s) { scripts_[{metric, role}] = std::move(s); }

@@ -9,6 +9,7 @@
 #include <rollout/core/types.hpp>
 #include <rollout/testing/fault.hpp>
 #include <rollout/testing/sim_clock.hpp>
+#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -49,7 +50,7 @@ public:
     const auto started = clock_.now();
     if (f.kind == Fault::none) {
       co_await detail::sleep_for(clock_, latency_);  // the common case: no fault, no names formatted
-    } else if (auto err = co_await enact(clock_, f, latency_, fmt::format("probe.check({})", i.id))) {
+    } else if (auto err = co_await enact(clock_, f, latency_, detail::format("probe.check({})", i.id))) {
       co_return HealthResult::down(err->message, clock_.now() - started);
     }
     HealthResult r = HealthResult::up("ok");
