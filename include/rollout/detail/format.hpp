@@ -11,19 +11,21 @@ namespace rollout::detail {
 ///
 /// Where `ROLLOUT_CHECK_FORMAT_STRINGS` is defined, the format string is checked
 /// at compile time against the arguments, exactly as `fmt::format` does; rollout's
-/// own tests, examples, benchmarks and header check define it, so every format
-/// string in these headers is checked by rollout's build. Elsewhere (a user's
+/// own tests, examples, benchmarks and header check define it, so rollout's build
+/// checks these headers' format strings. Elsewhere (a user's
 /// build, by default) it is an ordinary runtime format string: those strings
-/// never change, and checking them again cost every translation unit that
-/// includes `<rollout/rollout.hpp>` about 0.4 G of g++'s 9.5 G instructions
-/// (g++ 12 evaluates the check of each call site in non-template code, and each
-/// distinct string and argument list instantiates its own checker), and pushed
-/// the front end's memory past the point where it first collects garbage
-/// (benchmarks/README.md, compile_bench). Define the macro to check them in your
-/// own build too; the text produced is the same either way.
+/// never change, and checking them again in every translation unit that includes
+/// `<rollout/rollout.hpp>` cost it 1.2 G of g++ 12's instructions (9.21 G against
+/// 8.02 G; `<boost/asio.hpp>` alone is 6.69 G): g++ evaluates the check at each
+/// call site in non-template code, each distinct string and argument list
+/// instantiates its own checker, and the memory this takes made g++ collect
+/// garbage once more (benchmarks/README.md, compile_bench). Define the macro to
+/// check them in your own build too; the text produced is the same either way.
 ///
 /// Errors: `fmt::format_error` if the string does not fit the arguments (which the
-/// checked build rules out for every call in these headers), `std::bad_alloc`.
+/// checked build rules out for every call it compiles: all non-template code, and
+/// every template the tests instantiate), `std::bad_alloc`.
+/// Not a coroutine: no cancellation.
 #if defined(ROLLOUT_CHECK_FORMAT_STRINGS)
 template <class... Args>
 [[nodiscard]] inline std::string format(fmt::format_string<Args...> f, Args&&... args) {
