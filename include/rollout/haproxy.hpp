@@ -9,8 +9,8 @@
 #include <rollout/core/error.hpp>
 #include <rollout/core/traffic_split.hpp>
 #include <rollout/core/types.hpp>
-#include <rollout/detail/race.hpp>
 #include <rollout/detail/format.hpp>
+#include <rollout/detail/race.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>

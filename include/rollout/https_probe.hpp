@@ -8,8 +8,8 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
 #include <rollout/core/types.hpp>
-#include <rollout/http_probe.hpp>
 #include <rollout/detail/format.hpp>
+#include <rollout/http_probe.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>

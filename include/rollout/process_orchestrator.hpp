@@ -9,11 +9,11 @@
 #include <rollout/core/error.hpp>
 #include <rollout/core/types.hpp>
 #include <rollout/detail/child_process.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/detail/notifier.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/task.hpp>
 #include <rollout/tcp_probe.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>

@@ -10,9 +10,9 @@
 #include <rollout/core/error.hpp>
 #include <rollout/core/metrics.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/http_probe.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>

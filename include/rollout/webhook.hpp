@@ -9,12 +9,12 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
 #include <rollout/core/event.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/detail/notifier.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/retry.hpp>
 #include <rollout/detail/task.hpp>
 #include <rollout/http_probe.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>

@@ -8,10 +8,10 @@
 #include <rollout/concepts.hpp>
 #include <rollout/core/clock.hpp>
 #include <rollout/core/event.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/detail/notifier.hpp>
 #include <rollout/detail/parallel.hpp>
 #include <rollout/detail/race.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 

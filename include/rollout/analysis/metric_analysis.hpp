@@ -12,11 +12,11 @@
 #include <rollout/core/error.hpp>
 #include <rollout/core/event.hpp>
 #include <rollout/core/metrics.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/detail/notifier.hpp>
 #include <rollout/detail/parallel.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/run_context.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 

@@ -11,9 +11,9 @@
 #include <rollout/core/event.hpp>
 #include <rollout/core/outcome.hpp>
 #include <rollout/core/traffic_split.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/retry.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/system_error.hpp>

@@ -15,11 +15,11 @@
 #include <rollout/core/outcome.hpp>
 #include <rollout/core/traffic_split.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/detail/notifier.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/run_context.hpp>
 #include <rollout/detail/task.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/this_coro.hpp>

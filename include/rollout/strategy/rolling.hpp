@@ -13,12 +13,12 @@
 #include <rollout/core/outcome.hpp>
 #include <rollout/core/percent.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/detail/notifier.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/retry.hpp>
 #include <rollout/detail/run_context.hpp>
 #include <rollout/detail/task.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>

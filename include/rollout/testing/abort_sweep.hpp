@@ -7,8 +7,8 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/event.hpp>
 #include <rollout/core/outcome.hpp>
-#include <rollout/testing/sim_clock.hpp>
 #include <rollout/detail/format.hpp>
+#include <rollout/testing/sim_clock.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

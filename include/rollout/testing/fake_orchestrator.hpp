@@ -7,9 +7,9 @@
 #include <rollout/concepts.hpp>
 #include <rollout/core/clock.hpp>
 #include <rollout/core/types.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/testing/fault.hpp>
 #include <rollout/testing/sim_clock.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/awaitable.hpp>
 

@@ -6,8 +6,8 @@
 
 #include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
-#include <rollout/detail/race.hpp>
 #include <rollout/detail/format.hpp>
+#include <rollout/detail/race.hpp>
 
 #include <boost/asio/awaitable.hpp>
 

@@ -7,10 +7,10 @@
 
 #include <rollout/core/clock.hpp>
 #include <rollout/core/outcome.hpp>
+#include <rollout/detail/format.hpp>
 #include <rollout/detail/task.hpp>
 #include <rollout/testing/fault.hpp>
 #include <rollout/testing/sim_clock.hpp>
-#include <rollout/detail/format.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
