@@ -11,3 +11,6 @@ foreach(_header IN LISTS _rollout_headers)
 endforeach()
 add_library(rollout_header_check OBJECT ${_rollout_header_tus})
 target_link_libraries(rollout_header_check PRIVATE rollout_options)
+# And every member of the class templates whose members format text, so that the
+# format strings of members no test calls are checked too (see the file).
+target_sources(rollout_header_check PRIVATE "${PROJECT_SOURCE_DIR}/tests/format_strings_check.cpp")

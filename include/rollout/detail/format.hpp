@@ -23,8 +23,9 @@ namespace rollout::detail {
 /// check them in your own build too; the text produced is the same either way.
 ///
 /// Errors: `fmt::format_error` if the string does not fit the arguments (which the
-/// checked build rules out for every call it compiles: all non-template code, and
-/// every template the tests instantiate), `std::bad_alloc`.
+/// checked build rules out: it compiles all non-template code, every template the
+/// tests use, and every member of the class templates that format text, through
+/// explicit instantiations in tests/format_strings_check.cpp), `std::bad_alloc`.
 /// Not a coroutine: no cancellation.
 #if defined(ROLLOUT_CHECK_FORMAT_STRINGS)
 template <class... Args>
