@@ -115,7 +115,7 @@ public:
     const auto span = static_cast<std::size_t>((q.window + opts_.bucket - Duration(1)) / opts_.bucket);
     if (q.window <= Duration::zero() || span >= opts_.buckets) {
       return Error(errc::invalid_option, detail::format("CounterSource: window {} for {} must be within 0..{}", format_duration(q.window),
-                                                     q.name, format_duration(opts_.bucket * static_cast<long>(opts_.buckets - 1))));
+                                                        q.name, format_duration(opts_.bucket * static_cast<long>(opts_.buckets - 1))));
     }
     const Series* s = find(scope.revision.id);
     const bool samples = q.want == MetricQuery::Want::samples;

@@ -92,7 +92,7 @@ public:
     for (const auto& [group, w] : weights_) {
       auto rev = revisions_.find(group);
       out += detail::format("rollout_traffic_weight{{{},group=\"{}\",revision=\"{}\"}} {}\n", r, escape(group),
-                         escape(rev == revisions_.end() ? group : rev->second), w);
+                            escape(rev == revisions_.end() ? group : rev->second), w);
     }
     out += "# HELP rollout_analysis_result Latest result per metric (1 for the current result).\n"
            "# TYPE rollout_analysis_result gauge\n";
@@ -103,7 +103,7 @@ public:
            "# TYPE rollout_last_transition_timestamp_seconds gauge\n";
     if (last_transition_) {
       out += detail::format("rollout_last_transition_timestamp_seconds{{{}}} {:.3f}\n", r,
-                         std::chrono::duration<double>(last_transition_->time_since_epoch()).count());
+                            std::chrono::duration<double>(last_transition_->time_since_epoch()).count());
     }
     if (outcome_) {
       out += "# HELP rollout_outcome How the last run ended (1 for its status).\n# TYPE rollout_outcome gauge\n";

@@ -233,7 +233,7 @@ public:
     std::string batch;
     for (const auto& [s, w] : want) {
       batch += detail::format("{}set server {}/{} weight {}; set server {}/{} state {}", batch.empty() ? "" : "; ", s.backend,
-                           s.server, w, s.backend, s.server, w > 0 ? "ready" : "drain");
+                              s.server, w, s.backend, s.server, w > 0 ? "ready" : "drain");
     }
     auto r = co_await command(batch);
     if (!r) co_return r.error();
@@ -241,7 +241,7 @@ public:
     if (*r != std::string(want.size() * 2, '\n')) {
       if (r->find_first_not_of('\n') == std::string::npos) {
         co_return Error(errc::protocol_error, detail::format("haproxy: {} answers to {} commands (for: {})", r->size(), want.size() * 2,
-                                                          batch.substr(0, 120)));
+                                                             batch.substr(0, 120)));
       }
       co_return detail::haproxy_error(batch, first_error(*r));
     }
@@ -267,7 +267,7 @@ public:
     }
     // Weight 0 goes to drain rather than ready, as `apply` does for a group at 0%.
     auto r = co_await command(detail::format("add server {0}/{1} {2} weight {3}; {4} server {0}/{1}{5}", backend, instance.id, addr, weight,
-                                          weight > 0 ? "enable" : "set", weight > 0 ? "" : " state drain"));
+                                             weight > 0 ? "enable" : "set", weight > 0 ? "" : " state drain"));
     if (!r) co_return r.error();
     if (r->rfind("New server registered.", 0) != 0 || r->find("\n\n\n") == std::string::npos) {
       co_return detail::haproxy_error("add server", *r);
@@ -366,7 +366,7 @@ private:
       const bool maint = (it->second.admin_state & 0x01) != 0;
       if (it->second.weight != w || drain != (w == 0) || maint) {
         mismatches += detail::format("{}{}/{} weight {} admin {:#x} (wanted weight {}{})", mismatches.empty() ? "" : ", ", s.backend,
-                                  s.server, it->second.weight, it->second.admin_state, w, w == 0 ? ", drain" : "");
+                                     s.server, it->second.weight, it->second.admin_state, w, w == 0 ? ", drain" : "");
       }
     }
     if (!mismatches.empty()) co_return Error(errc::lb_verify_mismatch, detail::format("haproxy read-back: {}", mismatches));

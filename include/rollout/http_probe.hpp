@@ -266,13 +266,13 @@ struct fmt::formatter<rollout::HttpProbeOptions> : fmt::formatter<std::string_vi
     std::string headers;
     for (const auto& [name, value] : o.headers) {
       headers += rollout::detail::format("{}{}: {}", headers.empty() ? "" : ", ", name,
-                             rollout::detail::is_secret_header(name) ? std::string("<redacted>") : value);
+                                         rollout::detail::is_secret_header(name) ? std::string("<redacted>") : value);
     }
     return fmt::formatter<std::string_view>::format(
         rollout::detail::format("{} {} expecting {}..{}{}, timeout {}{}{}", o.head ? "HEAD" : "GET", o.path, o.min_status, o.max_status,
-                    o.body_contains ? rollout::detail::format(" containing {:?}", *o.body_contains) : std::string(),
-                    rollout::format_duration(o.timeout), o.keep_alive ? ", keep-alive" : "",
-                    headers.empty() ? std::string() : rollout::detail::format(", headers {{{}}}", headers)),
+                                o.body_contains ? rollout::detail::format(" containing {:?}", *o.body_contains) : std::string(),
+                                rollout::format_duration(o.timeout), o.keep_alive ? ", keep-alive" : "",
+                                headers.empty() ? std::string() : rollout::detail::format(", headers {{{}}}", headers)),
         ctx);
   }
 };

@@ -172,7 +172,7 @@ inline result<MetricValue> decode_prometheus(std::string_view body, MetricQuery:
     const auto* error = root->if_contains("error");
     return Error(errc::query_failed,
                  detail::format("prometheus: {}: {}", type && type->is_string() ? std::string_view(type->as_string()) : "unknown",
-                             error && error->is_string() ? std::string_view(error->as_string()) : "(no message)"));
+                                error && error->is_string() ? std::string_view(error->as_string()) : "(no message)"));
   }
   if (status->as_string() != "success") return bad(detail::format("unexpected status {:?}", std::string_view(status->as_string())));
   const auto* data = root->if_contains("data");
@@ -325,7 +325,7 @@ struct fmt::formatter<rollout::PrometheusOptions> : fmt::formatter<std::string_v
   auto format(const rollout::PrometheusOptions& o, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
         rollout::detail::format("prometheus at {}{}, timeout {}{}", o.server, o.path_prefix, rollout::format_duration(o.timeout),
-                    o.bearer_token ? ", bearer token <redacted>" : ""),
+                                o.bearer_token ? ", bearer token <redacted>" : ""),
         ctx);
   }
 };

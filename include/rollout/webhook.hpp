@@ -276,13 +276,13 @@ struct fmt::formatter<rollout::WebhookOptions> : fmt::formatter<std::string_view
     std::string headers;
     for (const auto& [name, value] : o.headers) {
       headers += rollout::detail::format("{}{}: {}", headers.empty() ? "" : ", ", name,
-                             rollout::detail::is_secret_header(name) ? std::string("<redacted>") : value);
+                                         rollout::detail::is_secret_header(name) ? std::string("<redacted>") : value);
     }
     std::string urls;
     for (const auto& u : o.urls) urls += rollout::detail::format("{}{}", urls.empty() ? "" : ", ", u);
     return fmt::formatter<std::string_view>::format(
         rollout::detail::format("webhooks [{}], queue {}, timeout {}{}", urls, o.queue_limit, rollout::format_duration(o.timeout),
-                    headers.empty() ? std::string() : rollout::detail::format(", headers {{{}}}", headers)),
+                                headers.empty() ? std::string() : rollout::detail::format(", headers {{{}}}", headers)),
         ctx);
   }
 };

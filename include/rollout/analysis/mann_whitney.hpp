@@ -265,7 +265,7 @@ inline JudgeResult judge_score(const JudgeSpec& spec, std::vector<JudgeMetricRes
       if (!m.must_have_data) continue;
     } else {
       details += detail::format("{}{} {} (p {:.4g}, mean {:.4g} vs {:.4g})", details.empty() ? "" : ", ", m.name, cls, m.test.p_value,
-                             m.canary_mean, m.baseline_mean);
+                                m.canary_mean, m.baseline_mean);
     }
     considered += m.weight;
     if (m.cls == JudgeClass::pass) passing += m.weight;

@@ -397,8 +397,8 @@ private:
       }
       emit_(EventKind::metric_result, m.name,
             detail::format("{}: {} (failed {}, inconclusive {}, consecutive errors {}){}", text, to_string(result), s.failed,
-                        s.inconclusive, s.consecutive_errors,
-                        s.phase == AnalysisPhase::running ? "" : detail::format(" -> metric {}", to_string(s.phase))));
+                           s.inconclusive, s.consecutive_errors,
+                           s.phase == AnalysisPhase::running ? "" : detail::format(" -> metric {}", to_string(s.phase))));
       if (wake_) wake_->notify_all();
       if (s.phase == AnalysisPhase::failed || s.phase == AnalysisPhase::error) throw Decided{};  // cancels the other metrics
       if (s.phase != AnalysisPhase::running) co_return;

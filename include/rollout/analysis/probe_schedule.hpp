@@ -157,8 +157,8 @@ struct fmt::formatter<rollout::ProbeSpec> : fmt::formatter<std::string_view> {
   auto format(const rollout::ProbeSpec& p, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
         rollout::detail::format("period {}, timeout {}, initial delay {}, thresholds {}/{}", rollout::format_duration(p.period),
-                    rollout::format_duration(p.timeout), rollout::format_duration(p.initial_delay), p.success_threshold,
-                    p.failure_threshold),
+                                rollout::format_duration(p.timeout), rollout::format_duration(p.initial_delay), p.success_threshold,
+                                p.failure_threshold),
         ctx);
   }
 };

@@ -117,7 +117,7 @@ struct fmt::formatter<rollout::Backoff> : fmt::formatter<std::string_view> {
   auto format(const rollout::Backoff& b, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
         rollout::detail::format("{} attempts, {} x{} up to {}, jitter {}", b.max_attempts, rollout::format_duration(b.initial),
-                    b.multiplier, rollout::format_duration(b.max_delay), b.jitter),
+                                b.multiplier, rollout::format_duration(b.max_delay), b.jitter),
         ctx);
   }
 };

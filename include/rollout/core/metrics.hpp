@@ -85,7 +85,7 @@ struct fmt::formatter<rollout::MetricQuery> : fmt::formatter<std::string_view> {
   auto format(const rollout::MetricQuery& q, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format(
         rollout::detail::format("{}[{}]{}: {}", q.name, rollout::format_duration(q.window),
-                    q.want == rollout::MetricQuery::Want::samples ? " samples" : "", q.expr),
+                                q.want == rollout::MetricQuery::Want::samples ? " samples" : "", q.expr),
         ctx);
   }
 };

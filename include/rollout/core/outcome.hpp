@@ -90,7 +90,7 @@ struct fmt::formatter<rollout::Outcome> : fmt::formatter<std::string_view> {
     if (!o.active.empty()) text += rollout::detail::format("; 100% on {}", o.active);
     if (o.fleet) {
       text += rollout::detail::format("; created {}, retired {}, failed {}, fleet of {}", o.fleet->created, o.fleet->retired,
-                          o.fleet->failed, o.fleet->fleet.size());
+                                      o.fleet->failed, o.fleet->fleet.size());
     }
     return fmt::formatter<std::string_view>::format(text, ctx);
   }

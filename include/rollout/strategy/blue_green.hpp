@@ -281,7 +281,7 @@ private:
   std::string unhealthy_reason(const char* when) const {
     const auto* e = first_unhealthy();
     return detail::format("target {} instance {} became unhealthy {}: {} consecutive failed probes, last: {}", target_.name,
-                       e->instance.id, when, e->tracker.consecutive_failures(), e->last.detail);
+                          e->instance.id, when, e->tracker.consecutive_failures(), e->last.detail);
   }
 
   /// An outcome that leaves traffic where it was (on the active environment).
@@ -358,8 +358,8 @@ private:
     if (stop == Stop::deadline) {
       co_return untouched(Status::failed,
                           Error(errc::not_ready, detail::format("target {} not ready after {}: {}", target_.name,
-                                                             format_duration(options_.ready_deadline),
-                                                             monitor_->describe_not_passing())));
+                                                                format_duration(options_.ready_deadline),
+                                                                monitor_->describe_not_passing())));
     }
 
     // 2. Pre-promotion check.
@@ -408,8 +408,8 @@ private:
       if (promoted && clock_.now() >= passing_by) {
         co_return untouched(Status::failed,
                             Error(errc::not_ready, detail::format("target {} not passing probes within {} of promotion: {}",
-                                                               target_.name, format_duration(options_.ready_deadline),
-                                                               monitor_->describe_not_passing())));
+                                                                  target_.name, format_duration(options_.ready_deadline),
+                                                                  monitor_->describe_not_passing())));
       }
       co_await wait(promoted ? passing_by : (control_.paused() ? forever : auto_at));
     }
@@ -425,14 +425,14 @@ private:
       auto restored = co_await switch_to(active_);
       if (restored) {
         Outcome o = untouched(Status::failed, Error(err.code, detail::format("switch to {} failed: {}; traffic restored to {}",
-                                                                          target_.name, err.message, active_.name)));
+                                                                             target_.name, err.message, active_.name)));
         co_return o;
       }
       Outcome o;
       o.status = Status::failed;
       o.code = make_error_code(errc::rollback_failed);
       o.reason = detail::format("switch to {} failed: {}; restoring {} failed too: {}", target_.name, err.message,
-                             active_.name, restored.error().message);
+                                active_.name, restored.error().message);
       co_return o;
     }
 
@@ -533,12 +533,12 @@ struct fmt::formatter<rollout::BlueGreenOptions> : fmt::formatter<std::string_vi
     using rollout::format_duration;
     return fmt::formatter<std::string_view>::format(
         rollout::detail::format("probe {{{}}}, concurrency {}, ready within {}, pre-check {}, {}, verify {}, post-check {}, "
-                    "check timeout {}, scale-down delay {}, lb timeout {}, lb retry {{{}}}",
-                    o.probe, o.probe_concurrency, format_duration(o.ready_deadline), o.pre_promotion_check ? "yes" : "no",
-                    o.auto_promote ? rollout::detail::format("auto-promote after {}", format_duration(o.auto_promote_after))
+                                "check timeout {}, scale-down delay {}, lb timeout {}, lb retry {{{}}}",
+                                o.probe, o.probe_concurrency, format_duration(o.ready_deadline), o.pre_promotion_check ? "yes" : "no",
+                                o.auto_promote ? rollout::detail::format("auto-promote after {}", format_duration(o.auto_promote_after))
                                    : std::string("manual promotion"),
-                    format_duration(o.verify_for), o.post_promotion_check ? "yes" : "no", format_duration(o.check_timeout),
-                    format_duration(o.scale_down_delay), format_duration(o.lb_timeout), o.lb_retry),
+                                format_duration(o.verify_for), o.post_promotion_check ? "yes" : "no", format_duration(o.check_timeout),
+                                format_duration(o.scale_down_delay), format_duration(o.lb_timeout), o.lb_retry),
         ctx);
   }
 };

@@ -84,7 +84,7 @@ public:
           if (!allow_decrease && s.weight < last) {
             throw invalid_option(detail::format("steps[{}].weight", i), s.weight.text(),
                                  detail::format("must not be lower than the previous weight ({}); set allow_decrease to permit it",
-                                             last.text()));
+                                                last.text()));
           }
           last = s.weight;
           break;

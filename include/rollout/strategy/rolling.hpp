@@ -239,8 +239,8 @@ public:
     ctx_.begin(expected_events());
     ctx_.emit(EventKind::run_started, to_.id,
               detail::format("rolling update {} -> {}: desired {}, surge {} ({}), unavailable {} ({}), partition {}", from_,
-                          to_, options_.desired, budgets_.surge, options_.max_surge.text(), budgets_.unavailable,
-                          options_.max_unavailable.text(), options_.partition));
+                             to_, options_.desired, budgets_.surge, options_.max_surge.text(), budgets_.unavailable,
+                             options_.max_unavailable.text(), options_.partition));
     control_.set_listener([this](Control::Request r, const std::string& detail) { on_request(r, detail); });
 
     Outcome out = co_await body();
@@ -591,8 +591,8 @@ private:
       if (abortable && failures_ >= options_.max_failed_instances) {
         co_return PassResult{PassResult::failed,
                              Error(errc::too_many_failures, detail::format("{} instances of {} failed (max_failed_instances {}): {}",
-                                                                        failures_, *target_, options_.max_failed_instances,
-                                                                        last_failure_))};
+                                                                           failures_, *target_, options_.max_failed_instances,
+                                                                           last_failure_))};
       }
       const bool held = abortable && control_.paused();
       if (held || was_held) {
@@ -601,10 +601,10 @@ private:
         co_return PassResult{PassResult::failed,
                              Error(errc::progress_deadline,
                                    detail::format("no instance became available or was retired for {} (total {}, available {}, "
-                                               "{} of {} on {}){}",
-                                               format_duration(options_.progress_deadline), total(), available(),
-                                               target_alive(), want_target, *target_,
-                                               last_failure_.empty() ? std::string() : "; last failure: " + last_failure_))};
+                                                  "{} of {} on {}){}",
+                                                  format_duration(options_.progress_deadline), total(), available(),
+                                                  target_alive(), want_target, *target_,
+                                                  last_failure_.empty() ? std::string() : "; last failure: " + last_failure_))};
       }
       was_held = held;
       if (!held) {
@@ -705,7 +705,7 @@ private:
     co_await stop_tasks();
     if (fwd.kind == PassResult::done) {
       const auto reason = kept_ > 0 ? detail::format("{} of {} instances on {}, {} left on {} (partition)",
-                                                  options_.desired - kept_, options_.desired, to_, kept_, from_)
+                                                     options_.desired - kept_, options_.desired, to_, kept_, from_)
                                     : detail::format("all {} instances on {}", options_.desired, to_);
       co_return co_await finish(Status::promoted, Error(error_code{}, reason), to_);
     }
@@ -726,7 +726,7 @@ private:
     co_await retire_leftovers();
     co_return co_await finish(Status::failed,
                               Error(errc::rollback_failed, detail::format("{}; rolling back to {} failed too: {}", why.message,
-                                                                       from_, back.error.message)),
+                                                                          from_, back.error.message)),
                               Revision{});
   }
 

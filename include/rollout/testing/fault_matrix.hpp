@@ -70,8 +70,8 @@ struct FaultMatrixReport {
     std::string policies;
     for (const auto& [p, n] : by_policy) policies += detail::format("{}{} {}", policies.empty() ? "" : ", ", p, n);
     return detail::format("{}: {} calls ({}) x modes = {} runs: {} promoted, {} rolled back, {} failed, {} aborted; {} problems", name,
-                       calls.size(), policies, runs(), count(Status::promoted), count(Status::rolled_back), count(Status::failed),
-                       count(Status::aborted), problems.size());
+                          calls.size(), policies, runs(), count(Status::promoted), count(Status::rolled_back), count(Status::failed),
+                          count(Status::aborted), problems.size());
   }
 
   /// A Markdown table: one row per policy, one column per fault mode; each cell
@@ -207,7 +207,7 @@ FaultMatrixReport fault_matrix(Make make, Check check, const std::vector<Fault>&
           const bool names_subject = !call.what.empty() && out->reason.find(call.what) != std::string::npos;
           if (!names_policy && !names_subject) {
             problem(detail::format("ended {} with a reason that names neither {} nor {}: {}", out->status, call.policy, call.what,
-                                out->reason));
+                                   out->reason));
           }
         }
         std::string extra = check(*f, *out, fc);
