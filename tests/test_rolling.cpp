@@ -528,7 +528,10 @@ TEST_CASE("an abort at every suspension point stops at once and rolls back to v1
                       rep.completions, rep.aborted, rep.other, format_duration(rep.worst_to_effect), rep.worst_point,
                       format_duration(rep.worst_to_end)));
   CHECK(rep.completions > 30);
-  CHECK(rep.other <= 6);  // only the last completions: after the last retirement
+  // Only the last completions: after the last old instance's retirement began (each
+  // such point is checked above). 7 of 67 since a task's bounded call cancels its
+  // deadline timer, which completes once more; 6 before.
+  CHECK(rep.other <= 7);
   // Start-ups in flight are cancelled and min_ready (2 s) is not waited for; only a
   // retirement already in flight (50 ms) finishes first.
   CHECK(rep.worst_to_effect <= 50ms);

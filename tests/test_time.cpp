@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -456,6 +457,85 @@ TEST_CASE("HealthMonitor probes in rounds on the schedule, bounded, and reports 
   CHECK(stopped);
   CHECK(task.done());
   CHECK(is_aborted(task.error()));
+  CHECK(detail::live_tasks() == 0);
+}
+
+namespace {
+// A policy call that takes `d` of simulated time, then returns `v` (or throws
+// `std::runtime_error` when `v` is the error "throw"); `*cancelled` is set if
+// its wait was cancelled.
+asio::awaitable<result<int>> slow_result(SimClock c, Duration d, result<int> v, bool* cancelled) {
+  try {
+    co_await detail::sleep_for(c, d);
+  } catch (const boost::system::system_error&) {
+    *cancelled = true;
+    throw;
+  }
+  if (!v && v.error().message == "throw") throw std::runtime_error("policy bug");
+  co_return v;
+}
+}  // namespace
+
+TEST_CASE("a bounded call in a Task: value in time, timeout that cancels only the call, named errors, stop") {
+  asio::io_context io;
+  SimClock clock;
+  auto what = [] { return std::string("q(x)"); };
+  std::vector<std::string> seen;
+  auto note = [&](const result<int>& r) {
+    seen.push_back(r ? fmt::format("{}@{}", *r, format_duration(since_epoch(clock)))
+                     : fmt::format("{} [{}]@{}", r.error().message, r.error().code == errc::timeout ? "timeout" : "other",
+                                   format_duration(since_epoch(clock))));
+  };
+  bool cancelled[4] = {false, false, false, false};
+  // (The factory returns a coroutine that copies what it needs: a lambda
+  // coroutine's captures would die with the factory when start() returns.)
+  auto calls = [](detail::TaskScope scope, SimClock clock, std::function<std::string()> what, std::function<void(const result<int>&)> note,
+                  bool* cancelled) -> asio::awaitable<void> {
+    note(co_await detail::call(scope, clock, 1s, what, slow_result(clock, 500ms, 1, &cancelled[0])));
+    note(co_await detail::call(scope, clock, 1s, what, slow_result(clock, 5s, 2, &cancelled[1])));
+    // The timeout cancelled the call, not the task: its next waits go ahead.
+    co_await detail::sleep_for(clock, 1s);
+    note(co_await detail::call(scope, clock, 1s, what, slow_result(clock, 100ms, Error(errc::lb_unavailable, "503"), &cancelled[2])));
+    note(co_await detail::call(scope, clock, 1s, what, slow_result(clock, 100ms, Error(errc::lb_unavailable, "throw"), &cancelled[3])));
+    note(co_await detail::call(scope, clock, 1s, what, slow_result(clock, 200ms, 3, &cancelled[3])));
+  };
+  detail::Task task;
+  task.start(io.get_executor(), [&](detail::TaskScope scope) { return calls(std::move(scope), clock, what, note, cancelled); });
+  clock.run(io);
+  REQUIRE(task.done());
+  CHECK_FALSE(task.error());
+  CHECK(seen == std::vector<std::string>{"1@500ms", "q(x) timed out after 1s [timeout]@1.5s", "q(x): 503 [other]@2.6s",
+                                         "q(x) threw: policy bug [other]@2.7s", "3@2.9s"});
+  CHECK_FALSE(cancelled[0]);
+  CHECK(cancelled[1]);  // the late call was cancelled at its deadline, and joined
+  CHECK_FALSE(cancelled[2]);
+  CHECK_FALSE(cancelled[3]);
+  CHECK(clock.pending_timers() == 0);
+
+  // Stopped during a bounded call: the call is cancelled and the cancellation
+  // propagates (it is not turned into a timeout or an error result).
+  bool stop_cancelled = false;
+  bool after_call = false;
+  auto one_call = [](detail::TaskScope scope, SimClock clock, std::function<std::string()> what,
+                     std::function<void(const result<int>&)> note, bool* cancelled, bool* after) -> asio::awaitable<void> {
+    note(co_await detail::call(scope, clock, 10s, what, slow_result(clock, 5s, 4, cancelled)));
+    *after = true;
+  };
+  detail::Task stopped;
+  stopped.start(io.get_executor(),
+                [&](detail::TaskScope scope) { return one_call(std::move(scope), clock, what, note, &stop_cancelled, &after_call); });
+  clock.run_for(io, 1s);
+  bool joined = false;
+  asio::co_spawn(io, stopped.stop(), [&](std::exception_ptr e) {
+    rethrow(e);
+    joined = true;
+  });
+  clock.run(io);
+  CHECK(joined);
+  CHECK(stop_cancelled);
+  CHECK_FALSE(after_call);
+  CHECK(is_aborted(stopped.error()));
+  CHECK(clock.pending_timers() == 0);
   CHECK(detail::live_tasks() == 0);
 }
 

@@ -14,8 +14,11 @@
 #include <rollout/detail/format.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/retry.hpp>
+#include <rollout/detail/task.hpp>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <concepts>
@@ -112,6 +115,48 @@ boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What wh
   auto cs = co_await boost::asio::this_coro::cancellation_state;
   if (cs.cancelled() != boost::asio::cancellation_type::none) std::rethrow_exception(thrown);
   co_return err;
+}
+
+/// `call` for a coroutine running in a `Task`: the same errors and names, but
+/// the deadline cancels the task's own thread (through `scope`) instead of a
+/// child coroutine spawned for the call, so a bounded call holds one timer and
+/// no second thread, frame chain or parallel group. A value that arrives is
+/// used even if the deadline fired at the same moment; an error or exception
+/// after the deadline fired is a timeout. If the task was stopped (its owner's
+/// cancellation), an error or exception propagates as `operation_aborted` (or
+/// the policy's own exception), as a cancelled `call` would.
+template <Clock C, class T, std::invocable What>
+boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration timeout, What what,
+                                       boost::asio::awaitable<result<T>> aw) {
+  auto timer = clock.make_timer(co_await boost::asio::this_coro::executor);
+  timer.expires_at(add_saturating(clock.now(), timeout));
+  scope.arm(timer);
+  std::optional<result<T>> r;
+  std::exception_ptr thrown;
+  Error err;
+  try {
+    r.emplace(co_await std::move(aw));
+  } catch (const boost::system::system_error& e) {
+    thrown = std::current_exception();
+    err = Error(e.code(), detail::format("{} threw: {}", what(), e.what()));
+  } catch (const std::exception& e) {
+    thrown = std::current_exception();
+    err = Error(errc::policy_exception, detail::format("{} threw: {}", what(), e.what()));
+  }
+  const bool expired = scope.disarm();
+  timer.cancel();
+  if (scope.stopping()) {
+    if (r && *r) co_return std::move(*r);
+    if (thrown) std::rethrow_exception(thrown);
+    throw boost::system::system_error(boost::asio::error::operation_aborted);
+  }
+  // The deadline's cancellation was this call's, not the task owner's: clear it
+  // so that the task's next await (a retry, a sleep) is not refused.
+  if (expired) co_await boost::asio::this_coro::reset_cancellation_state();
+  if (r && *r) co_return std::move(*r);
+  if (expired) co_return Error(errc::timeout, detail::format("{} timed out after {}", what(), format_duration(timeout)));
+  if (thrown) co_return err;
+  co_return Error(r->error().code, detail::format("{}: {}", what(), r->error().message));
 }
 
 /// One `lb.apply(split)`, bounded by `timeout`.

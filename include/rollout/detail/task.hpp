@@ -13,6 +13,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/error_code.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 namespace rollout::detail {
@@ -30,6 +32,59 @@ inline std::atomic<std::int64_t>& live_tasks() noexcept {
   static std::atomic<std::int64_t> n{0};
   return n;
 }
+
+/// What a `Task` and the coroutine it runs share. The coroutine reaches it
+/// through a `TaskScope`; the task's completion handler and any deadline
+/// handler keep it alive until the last of them has run.
+struct TaskState {
+  explicit TaskState(const boost::asio::any_io_executor& e) : ex(e) {}
+  boost::asio::any_io_executor ex;
+  boost::asio::cancellation_signal signal;  // the task's thread's only cancellation slot
+  bool done = false;
+  bool stopping = false;  // stop() or the destructor cancelled it: cancellation from outside
+  bool expired = false;   // the armed deadline fired and cancelled the thread
+  std::uint64_t deadline = 0;  // generation of the armed deadline; a stale timer handler sees another
+  std::exception_ptr error;
+  Notifier* wake = nullptr;
+  std::function<void()> on_done;
+  std::optional<Notifier> joined;  // created only when someone waits for a running task
+};
+
+/// The handle a coroutine started by `Task::start(ex, factory)` gets to its own
+/// task. It lets `call(scope, ...)` bound an await by a deadline that cancels
+/// this task's thread, instead of spawning a child coroutine per bounded call
+/// (whose frames, thread and parallel group were most of the memory of a
+/// replacement in flight in a large rolling update). Cheap to copy.
+class TaskScope {
+public:
+  explicit TaskScope(std::shared_ptr<TaskState> st) noexcept : st_(std::move(st)) {}
+
+  /// True once `stop()` (or the task's destructor) has cancelled the task.
+  bool stopping() const noexcept { return st_->stopping; }
+
+  /// Arms a deadline: `timer` (already set to expire) cancels this task's thread
+  /// (terminal) when it fires, unless `disarm()` came first. One at a time.
+  template <class Timer>
+  void arm(Timer& timer) {
+    const auto gen = ++st_->deadline;
+    st_->expired = false;
+    timer.async_wait([st = st_, gen](const boost::system::error_code& ec) {
+      if (ec || st->deadline != gen || st->done) return;
+      st->expired = true;
+      st->signal.emit(boost::asio::cancellation_type::terminal);
+    });
+  }
+  /// Disarms the deadline (a pending handler becomes a no-op) and says whether it
+  /// fired. The caller cancels the timer, and, if it fired, resets the thread's
+  /// cancellation state unless `stopping()`.
+  bool disarm() noexcept {
+    ++st_->deadline;
+    return std::exchange(st_->expired, false);
+  }
+
+private:
+  std::shared_ptr<TaskState> st_;
+};
 
 /// A background coroutine. `start()` spawns it; when it finishes, `wake` (if any)
 /// is notified. `stop()` requests terminal cancellation and waits for it to end;
@@ -45,6 +100,7 @@ public:
     if (st_ && !st_->done) {
       st_->wake = nullptr;
       st_->on_done = {};
+      st_->stopping = true;
       st_->signal.emit(boost::asio::cancellation_type::terminal);
     }
   }
@@ -54,11 +110,21 @@ public:
   template <int = 0>
   void start(const boost::asio::any_io_executor& ex, boost::asio::awaitable<void> aw, Notifier* wake = nullptr,
              std::function<void()> on_done = {}) {
-    st_ = std::make_shared<State>(ex);
+    start(ex, [&aw](const TaskScope&) { return std::move(aw); }, wake, std::move(on_done));
+  }
+
+  /// Spawns `make(scope)` on `ex`, where `scope` is this task's `TaskScope`.
+  /// `make` is called once, before `start` returns, and destroyed then: the
+  /// coroutine it returns must hold copies of what it uses (call a coroutine
+  /// function; a lambda coroutine's captures would die with `make`).
+  template <class F>
+    requires std::is_invocable_r_v<boost::asio::awaitable<void>, F&, TaskScope>
+  void start(const boost::asio::any_io_executor& ex, F make, Notifier* wake = nullptr, std::function<void()> on_done = {}) {
+    st_ = std::make_shared<TaskState>(ex);
     st_->wake = wake;
     st_->on_done = std::move(on_done);
     ++live_tasks();
-    boost::asio::co_spawn(ex, std::move(aw),
+    boost::asio::co_spawn(ex, make(TaskScope(st_)),
                           boost::asio::bind_cancellation_slot(st_->signal.slot(), [st = st_](std::exception_ptr e) {
                             st->done = true;
                             st->error = e;
@@ -85,6 +151,7 @@ public:
     auto st = st_;
     st->wake = nullptr;
     st->on_done = {};
+    st->stopping = true;
     if (!st->done) st->signal.emit(boost::asio::cancellation_type::terminal);
     if (!st->done && !st->joined) st->joined.emplace(st->ex);
     while (!st->done) {
@@ -95,17 +162,7 @@ public:
   }
 
 private:
-  struct State {
-    explicit State(const boost::asio::any_io_executor& e) : ex(e) {}
-    boost::asio::any_io_executor ex;
-    boost::asio::cancellation_signal signal;
-    bool done = false;
-    std::exception_ptr error;
-    Notifier* wake = nullptr;
-    std::function<void()> on_done;
-    std::optional<Notifier> joined;  // created only when someone waits for a running task
-  };
-  std::shared_ptr<State> st_;
+  std::shared_ptr<TaskState> st_;
 };
 
 }  // namespace rollout::detail
