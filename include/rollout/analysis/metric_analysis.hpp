@@ -17,6 +17,7 @@
 #include <rollout/detail/parallel.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/run_context.hpp>
+#include <rollout/detail/task.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -208,13 +209,17 @@ public:
 
   /// Measures until decided (see the class comment).
   boost::asio::awaitable<void> run() {
-    std::vector<std::size_t> idx(spec_.metrics.size());
-    std::iota(idx.begin(), idx.end(), std::size_t{0});
-    try {
-      co_await detail::parallel_for_each(idx.begin(), idx.end(), idx.size(), [this](std::size_t i) { return run_metric(i); });
-    } catch (const Decided&) {
-      // A metric failed or errored: the others were cancelled on purpose.
-    }
+    task_scope_.reset();
+    return measure_all();
+  }
+
+  /// The same, for a run started as a `detail::Task` with that task's `scope`
+  /// (as `Canary` does): with one metric, measured in the task's own thread, a
+  /// query's timeout then cancels that thread instead of a child coroutine
+  /// spawned per query (see `detail::call`). Cancellation and errors as `run()`.
+  boost::asio::awaitable<void> run(detail::TaskScope scope) {
+    task_scope_.emplace(std::move(scope));
+    return measure_all();
   }
 
   /// The analysis phase: failed or error as soon as one metric is; otherwise
@@ -249,6 +254,27 @@ public:
 private:
   struct Decided {};
 
+  boost::asio::awaitable<void> measure_all() {
+    std::vector<std::size_t> idx(spec_.metrics.size());
+    std::iota(idx.begin(), idx.end(), std::size_t{0});
+    try {
+      co_await detail::parallel_for_each(idx.begin(), idx.end(), idx.size(), [this](std::size_t i) { return run_metric(i); });
+    } catch (const Decided&) {
+      // A metric failed or errored: the others were cancelled on purpose.
+    }
+  }
+
+  /// One query bounded by `timeout`. Not a coroutine: it returns the call that
+  /// fits where the query runs. With a task scope and one metric, the query runs
+  /// in the task's own thread (`parallel_for_each` with a limit of 1 spawns
+  /// nothing), so the task's cancellation can bound it; with more metrics each
+  /// runs in a worker thread of its own, and a child coroutine bounds it.
+  template <class What, class T>
+  boost::asio::awaitable<result<T>> bounded(Duration timeout, What what, boost::asio::awaitable<result<T>> query) {
+    if (task_scope_ && spec_.metrics.size() == 1) return detail::call(*task_scope_, clock_, timeout, std::move(what), std::move(query));
+    return detail::call(clock_, timeout, std::move(what), std::move(query));
+  }
+
   std::string describe(std::size_t i) const {
     const auto& m = spec_.metrics[i];
     const auto& s = states_[i];
@@ -282,8 +308,8 @@ private:
   /// One measurement of a threshold metric.
   boost::asio::awaitable<std::pair<Measurement, std::string>> measure_value(const MetricCheck& m) {
     const auto scope = scope_of(m.scope);
-    auto r = co_await detail::call(clock_, m.timeout, [&] { return detail::format("metrics.query({}, {})", m.name, scope); },
-                                   source_.query(m.query, scope));
+    auto r = co_await bounded(m.timeout, [&] { return detail::format("metrics.query({}, {})", m.name, scope); },
+                              source_.query(m.query, scope));
     if (!r) co_return std::pair{Measurement::error, detail::format("error: {}", r.error().message)};
     if (auto* nd = std::get_if<NoData>(&*r)) {
       co_return std::pair{m.no_data == NoDataIs::failed ? Measurement::failed : Measurement::inconclusive,
@@ -320,8 +346,8 @@ private:
         auto q = jm.query;
         q.want = MetricQuery::Want::samples;
         const auto scope = scope_of(roles[side]);
-        auto r = co_await detail::call(clock_, m.timeout, [&] { return detail::format("metrics.query({}, {})", jm.name, scope); },
-                                       source_.query(q, scope));
+        auto r = co_await bounded(m.timeout, [&] { return detail::format("metrics.query({}, {})", jm.name, scope); },
+                                  source_.query(q, scope));
         if (!r) co_return std::pair{Measurement::error, detail::format("error: {}", r.error().message)};
         if (auto* s = std::get_if<Samples>(&*r)) {
           for (double v : *s) {
@@ -415,6 +441,7 @@ private:
   detail::Notifier* wake_;
   Emit emit_;
   std::vector<MetricState> states_;
+  std::optional<detail::TaskScope> task_scope_;  // set by run(scope)
 };
 
 }  // namespace rollout

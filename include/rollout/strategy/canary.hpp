@@ -433,7 +433,7 @@ private:
     auto run = make_run(spec);
     ctx_.emit(EventKind::check_started, spec.name, detail::format("{} metrics", spec.metrics.size()));
     detail::Task task;
-    task.start(ex_, run->run(), wake_);
+    task.start(ex_, [&run](detail::TaskScope scope) { return run->run(std::move(scope)); }, wake_);
     Interrupt why = Interrupt::none;
     for (;;) {
       if (why = interrupted(); why != Interrupt::none) break;
@@ -535,7 +535,7 @@ private:
       if (options_.background && options_.background->start_step == i && !background_) {
         background_ = make_run(options_.background->analysis);
         ctx_.emit(EventKind::check_started, options_.background->analysis.name, "background analysis started");
-        background_task_.start(ex_, background_->run(), wake_);
+        background_task_.start(ex_, [this](detail::TaskScope scope) { return background_->run(std::move(scope)); }, wake_);
       }
       if (auto in = interrupted(); in != Interrupt::none) {
         if (in == Interrupt::promote_full) {
