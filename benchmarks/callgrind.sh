@@ -5,7 +5,8 @@
 #   - one rolling instance-step (scale_bench --only rolling: 4 per replacement)
 #   - one blue-green probe      (scale_bench --only blue_green: 1 per probe)
 # Each figure is the difference between two sizes divided by the difference in
-# steps, so start-up and one-off costs cancel out.
+# steps, so start-up and one-off costs cancel out. Then (not with --smoke) the
+# compiler's instructions for compile_bench's Asio-only and umbrella TUs.
 #
 # Usage: benchmarks/callgrind.sh [--smoke] [path/to/scale_bench]
 set -eu
@@ -45,3 +46,29 @@ row canary "$c1" "$c2" canaries
 row rolling "$r1" "$r2" instances
 row blue_green "$g1" "$g2" "switches of 100"
 echo "(canary: per plan step or promotion; rolling: per created/ready/retiring/retired transition; blue_green: per probe)"
+
+# The compiler's own instructions for the Asio-only TU and the umbrella TU
+# (compile_bench's first two rows): CPU seconds of a 2-second compile move by
+# +-15% on this VM, these do not. Skipped with --smoke (about 80 s per TU).
+if [ "$smoke" -eq 0 ]; then
+  cxx="${CXX:-g++}"
+  include="$(cd "$(dirname "$0")/../include" && pwd)"
+  cc1plus=$("$cxx" -print-prog-name=cc1plus)
+  # compile_ir <source>: sets $ir (cc1plus instructions for the preprocessed TU)
+  compile_ir() {
+    printf '%s\nint main() {}\n' "$1" >"$tmp/tu.cpp"
+    "$cxx" -std=c++20 -O0 -DBOOST_PROCESS_USE_STD_FS=1 -DBOOST_ASIO_NO_DEPRECATED -I"$include" -E "$tmp/tu.cpp" -o "$tmp/tu.ii"
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$cc1plus" -quiet -std=c++20 -O0 -fpreprocessed "$tmp/tu.ii" \
+      -o /dev/null 2>"$tmp/err"
+    ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/err" | tail -1)
+  }
+  echo
+  echo "Compiler instructions under callgrind ($("$cxx" --version | head -1), -O0 -std=c++20, cc1plus on the preprocessed TU)"
+  echo "| TU | instructions | ratio to <boost/asio.hpp> |"
+  echo "|---|---|---|"
+  compile_ir '#include <boost/asio.hpp>'; base=$ir
+  echo "| <boost/asio.hpp> only | $base | 1.00x |"
+  compile_ir '#include <rollout/rollout.hpp>'
+  echo "| <rollout/rollout.hpp> (umbrella) | $ir | $(awk -v a="$ir" -v b="$base" 'BEGIN { printf "%.2fx", a / b }') |"
+  echo "Target: the umbrella TU within 1.3x of the Asio TU"
+fi

@@ -2,7 +2,9 @@
 // one with the three strategies instantiated, and one per opt-in header, all with
 // the compiler that built this program, the same flags (-O0, C++20), one after
 // the other in the same run. Printed as the compiler's CPU seconds (best of 3)
-// and as a ratio to the Asio TU.
+// and as a ratio to the Asio TU. The runs are interleaved (every TU once, three
+// rounds), so that a slow spell of this shared VM falls on all of them alike
+// instead of on the one whose turn it was.
 //
 // Usage: compile_bench [--smoke]   (--smoke: the Asio and umbrella TUs with -fsyntax-only)
 #include <fmt/format.h>
@@ -30,12 +32,10 @@ struct Tu {
   std::string source;
 };
 
-/// CPU seconds (user + system) that the compiler's processes spent on `tu`,
-/// the best of `runs` compilations: CPU time, unlike wall time, barely moves
-/// when something else shares the machine, and the best run drops the rest.
-double compile(const std::filesystem::path& dir, const Tu& tu, bool syntax_only, int runs) {
-  const auto file = dir / "tu.cpp";
-  std::ofstream(file) << tu.source;
+/// CPU seconds (user + system) that the compiler's processes spent on one
+/// compilation of `tu` (CPU time, unlike wall time, barely moves when something
+/// else shares the machine), or -1 if it failed.
+double compile_once(const std::filesystem::path& file, const Tu& tu, bool syntax_only) {
   const auto cmd = fmt::format("'{}' -std=c++20 -O0 -DBOOST_PROCESS_USE_STD_FS=1 -DBOOST_ASIO_NO_DEPRECATED -I'{}' {} '{}' 2>&1",
                                ROLLOUT_BENCH_CXX, ROLLOUT_BENCH_INCLUDE, syntax_only ? "-fsyntax-only" : "-c -o /dev/null", file.string());
   auto children_cpu = [] {
@@ -44,18 +44,14 @@ double compile(const std::filesystem::path& dir, const Tu& tu, bool syntax_only,
     return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
   };
-  double best = -1;
-  for (int k = 0; k < runs; ++k) {
-    const double t0 = children_cpu();
-    const int rc = std::system(cmd.c_str());
-    const double s = children_cpu() - t0;
-    if (rc != 0) {
-      fmt::print(stderr, "compile_bench: {} failed to compile (exit {})\n", tu.name, rc);
-      return -1;
-    }
-    if (best < 0 || s < best) best = s;
+  const double t0 = children_cpu();
+  const int rc = std::system(cmd.c_str());
+  const double s = children_cpu() - t0;
+  if (rc != 0) {
+    fmt::print(stderr, "compile_bench: {} failed to compile (exit {})\n", tu.name, rc);
+    return -1;
   }
-  return best;
+  return s;
 }
 
 }  // namespace
@@ -87,21 +83,33 @@ int main(int argc, char** argv) {
   if (!::mkdtemp(tmpl)) return 1;
   const std::filesystem::path dir = tmpl;
   const int runs = smoke ? 1 : 3;
-  fmt::print("Compile time, {} -O0 -std=c++20{}, one TU at a time, CPU seconds (user + system) of the best of {}\n", ROLLOUT_BENCH_CXX,
+  fmt::print("Compile time, {} -O0 -std=c++20{}, one TU at a time, CPU seconds (user + system), best of {} rounds (each round compiles every TU once)\n", ROLLOUT_BENCH_CXX,
              smoke ? " -fsyntax-only" : " -c", runs);
   fmt::print("| TU | CPU seconds | ratio to <boost/asio.hpp> |\n|---|---|---|\n");
   std::fflush(stdout);
-  double base = 0;
+  std::vector<std::filesystem::path> files;
+  for (std::size_t i = 0; i < tus.size(); ++i) {
+    files.push_back(dir / fmt::format("tu{}.cpp", i));
+    std::ofstream(files.back()) << tus[i].source;
+  }
+  // Best of `runs`, in rounds: every TU once per round.
+  std::vector<double> best(tus.size(), -1);
+  std::vector<bool> broken(tus.size(), false);
+  for (int k = 0; k < runs; ++k) {
+    for (std::size_t i = 0; i < tus.size(); ++i) {
+      if (broken[i]) continue;
+      const double s = compile_once(files[i], tus[i], smoke);
+      if (s < 0) broken[i] = true;
+      else if (best[i] < 0 || s < best[i]) best[i] = s;
+    }
+  }
   int failed = 0;
-  for (const auto& tu : tus) {
-    const double s = compile(dir, tu, smoke, runs);
-    if (s < 0) {
+  for (std::size_t i = 0; i < tus.size(); ++i) {
+    if (broken[i]) {
       ++failed;
       continue;
     }
-    if (base == 0) base = s;
-    fmt::print("| {} | {:.2f} | {:.2f}x |\n", tu.name, s, s / base);
-    std::fflush(stdout);
+    fmt::print("| {} | {:.2f} | {:.2f}x |\n", tus[i].name, best[i], best[0] > 0 ? best[i] / best[0] : 0.0);
   }
   std::filesystem::remove_all(dir);
   fmt::print("Target: the umbrella TU within 1.3x of the Asio TU\n");
