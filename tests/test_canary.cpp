@@ -435,7 +435,10 @@ TEST_CASE("an abort at every suspension point takes effect at once and ends on s
                       rep.completions, rep.aborted, rep.other, format_duration(rep.worst_to_effect), rep.worst_point,
                       format_duration(rep.worst_to_end)));
   CHECK(rep.completions > 50);
-  CHECK(rep.other <= 2);  // only the last completions: after the final traffic_applied
+  // Only the last completions: after the final traffic_applied (each such point is
+  // checked above). 3 since a switch's attempt cancels its deadline timer, which
+  // completes once more; 2 before.
+  CHECK(rep.other <= 3);
   // No pause (1 min), measurement interval (20-30 s) or query (10 ms) is waited for; at most a
   // weight change already in flight (5 ms) and the switch back (5 ms).
   CHECK(rep.worst_to_effect <= 10ms);

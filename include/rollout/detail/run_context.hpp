@@ -17,8 +17,11 @@
 #include <rollout/detail/task.hpp>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <concepts>
@@ -28,6 +31,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -159,18 +163,32 @@ boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration
   co_return Error(r->error().code, detail::format("{}: {}", what(), r->error().message));
 }
 
-/// One `lb.apply(split)`, bounded by `timeout`.
+/// `shielded` for a coroutine that bounds its calls with `call(scope, ...)`:
+/// runs `make(scope)` to completion in a coroutine of its own, detached from the
+/// caller's cancellation (an abort or a cancelled caller cannot cut it short),
+/// whose cancellation slot belongs to `scope`, so that only its own deadlines
+/// cancel it. Exceptions propagate to the caller.
+template <class T, class F>
+boost::asio::awaitable<T> shielded_scope(F make) {
+  auto ex = co_await boost::asio::this_coro::executor;
+  auto st = std::make_shared<TaskState>(ex);
+  co_return co_await boost::asio::co_spawn(ex, make(TaskScope(st)),
+                                           boost::asio::bind_cancellation_slot(st->signal.slot(), boost::asio::use_awaitable));
+}
+
+/// One `lb.apply(split)`, bounded by `timeout` through `scope` (the switch's own coroutine).
 template <LoadBalancer LB, Clock C>
-boost::asio::awaitable<result<void>> apply_once(LB& lb, const C& clock, const TrafficSplit& split, Duration timeout) {
-  return call(clock, timeout, [&split] { return detail::format("lb.apply({})", split); }, lb.apply(split));
+boost::asio::awaitable<result<void>> apply_once(LB& lb, const C& clock, const TrafficSplit& split, Duration timeout,
+                                                const TaskScope& scope) {
+  return call(scope, clock, timeout, [&split] { return detail::format("lb.apply({})", split); }, lb.apply(split));
 }
 
 /// The retried switch `apply_verified` runs shielded.
 template <LoadBalancer LB, Clock C>
 boost::asio::awaitable<result<void>> apply_verified_body(LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout,
-                                                         const Backoff& backoff, JitterEngine& rng) {
+                                                         const Backoff& backoff, JitterEngine& rng, TaskScope scope) {
   auto r = co_await retry(
-      ctx.clock(), backoff, rng, [&] { return apply_once(lb, ctx.clock(), split, timeout); },
+      ctx.clock(), backoff, rng, [&] { return apply_once(lb, ctx.clock(), split, timeout, scope); },
       [&](int attempt, const Error& e, std::optional<Duration> wait) {
         ctx.emit(EventKind::lb_error, split.sole_group().value_or(""),
                  wait ? detail::format("attempt {} failed: {}; retrying in {}", attempt, e.message, format_duration(*wait))
@@ -185,12 +203,16 @@ boost::asio::awaitable<result<void>> apply_verified_body(LB& lb, RunContext<C>& 
 /// caller's cancellation: once a switch starts, it finishes (succeeds or gives
 /// up), so the load balancer is never left in a state nobody knows. Emits
 /// `lb_error` for each failed attempt and `traffic_applied` on success.
-/// (Not a coroutine itself: `split` moves into the body's frame, and `lb`, `ctx`,
-/// `backoff` and `rng` are the strategy's, which outlive the call.)
+/// The switch runs in a coroutine of its own whose cancellation slot only its
+/// attempts' deadlines use (`shielded_scope`), so a timed-out attempt cancels
+/// that coroutine's thread instead of a child spawned per attempt.
+/// (`lb`, `ctx`, `backoff` and `rng` are the strategy's, which outlive the call.)
 template <LoadBalancer LB, Clock C>
 boost::asio::awaitable<result<void>> apply_verified(LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout,
                                                     const Backoff& backoff, JitterEngine& rng) {
-  return shielded(apply_verified_body(lb, ctx, std::move(split), timeout, backoff, rng));
+  return shielded_scope<result<void>>([&lb, &ctx, split = std::move(split), timeout, &backoff, &rng](TaskScope scope) mutable {
+    return apply_verified_body(lb, ctx, std::move(split), timeout, backoff, rng, std::move(scope));
+  });
 }
 
 }  // namespace rollout::detail
