@@ -66,6 +66,20 @@ std::exception_ptr run_and_cancel_at(asio::io_context& io, SimClock& clock, asio
   return error;
 }
 
+// A policy call that takes `d` of simulated time, then returns `v` (or throws
+// `std::runtime_error` when `v` is the error "throw"); `*cancelled` is set if
+// its wait was cancelled.
+asio::awaitable<result<int>> slow_result(SimClock c, Duration d, result<int> v, bool* cancelled) {
+  try {
+    co_await detail::sleep_for(c, d);
+  } catch (const boost::system::system_error&) {
+    *cancelled = true;
+    throw;
+  }
+  if (!v && v.error().message == "throw") throw std::runtime_error("policy bug");
+  co_return v;
+}
+
 bool is_aborted(std::exception_ptr e) {
   if (!e) return false;
   try {
@@ -176,19 +190,28 @@ TEST_CASE("race returns the first finisher and joins the loser") {
   CHECK(clock.pending_timers() == 0);
 }
 
-TEST_CASE("shielded work finishes even when its caller is cancelled") {
+TEST_CASE("shielded_scope work finishes even when its caller is cancelled, and only its own deadlines cancel it") {
   asio::io_context io;
   SimClock clock;
   bool finished = false;
-  auto work = [&]() -> asio::awaitable<void> {
-    co_await detail::sleep_for(clock, 10s);
-    finished = true;
+  bool late_cancelled = false;
+  std::string late;
+  auto work = [](detail::TaskScope scope, SimClock clock, bool* finished, bool* late_cancelled, std::string* late) -> asio::awaitable<void> {
+    auto r = co_await detail::call(scope, clock, 2s, [] { return std::string("late()"); }, slow_result(clock, 5s, 1, late_cancelled));
+    *late = r ? "value" : r.error().message;
+    co_await detail::sleep_for(clock, 8s);
+    *finished = true;
   };
-  auto caller = [&]() -> asio::awaitable<void> { co_await detail::shielded(work()); };
-  auto e = run_and_cancel_at(io, clock, caller(), 1s);
-  CHECK(finished);
+  auto caller = [&]() -> asio::awaitable<void> {
+    co_await detail::shielded_scope<void>(
+        [&](detail::TaskScope scope) { return work(std::move(scope), clock, &finished, &late_cancelled, &late); });
+  };
+  auto e = run_and_cancel_at(io, clock, caller(), 1s);  // the caller is cancelled at 1 s
+  CHECK(late == "late() timed out after 2s");           // at 2 s, by its own deadline
+  CHECK(late_cancelled);
+  CHECK(finished);                                      // and the work went on to its end
   CHECK(since_epoch(clock) == 10s);
-  (void)e;
+  CHECK_FALSE(e);
 }
 
 TEST_CASE("retry backs off exponentially with jitter, stops on success or permanent errors") {
@@ -459,22 +482,6 @@ TEST_CASE("HealthMonitor probes in rounds on the schedule, bounded, and reports 
   CHECK(is_aborted(task.error()));
   CHECK(detail::live_tasks() == 0);
 }
-
-namespace {
-// A policy call that takes `d` of simulated time, then returns `v` (or throws
-// `std::runtime_error` when `v` is the error "throw"); `*cancelled` is set if
-// its wait was cancelled.
-asio::awaitable<result<int>> slow_result(SimClock c, Duration d, result<int> v, bool* cancelled) {
-  try {
-    co_await detail::sleep_for(c, d);
-  } catch (const boost::system::system_error&) {
-    *cancelled = true;
-    throw;
-  }
-  if (!v && v.error().message == "throw") throw std::runtime_error("policy bug");
-  co_return v;
-}
-}  // namespace
 
 TEST_CASE("a bounded call in a Task: value in time, timeout that cancels only the call, named errors, stop") {
   asio::io_context io;

@@ -2,16 +2,15 @@
 
 /// @file
 /// Racing awaitables: `race` (first of two wins, the loser is cancelled and
-/// joined), `with_timeout` (an awaitable against the clock), `shielded` (run to
-/// the end whatever the caller's cancellation), and clock sleeps.
+/// joined), `with_timeout` (an awaitable against the clock), and clock sleeps.
+/// (A switch that must run to its end whatever the caller's cancellation is
+/// `shielded_scope`, in run_context.hpp.)
 
 #include <rollout/core/clock.hpp>
 #include <rollout/detail/notifier.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
@@ -118,17 +117,6 @@ asio::awaitable<std::optional<value_or_monostate<T>>> with_timeout(const C& cloc
   auto [order, e, ec] = co_await race_with_timer(ex, timer, r, std::move(aw));
   if (!timer_race_won(order, e, ec)) co_return std::nullopt;
   co_return r;
-}
-
-/// Runs `aw` to completion in its own coroutine, detached from the caller's
-/// cancellation slot. Used for rollbacks and traffic switches, which must finish
-/// once started: an abort or a cancelled caller must not leave the load balancer
-/// half-switched.
-template <class T>
-asio::awaitable<T> shielded(asio::awaitable<T> aw) {
-  auto ex = co_await asio::this_coro::executor;
-  co_return co_await asio::co_spawn(ex, std::move(aw),
-                                    asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
 }
 
 /// Sleeps until `tp` on `clock`. Throws `operation_aborted` when cancelled.

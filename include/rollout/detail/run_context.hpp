@@ -163,11 +163,12 @@ boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration
   co_return Error(r->error().code, detail::format("{}: {}", what(), r->error().message));
 }
 
-/// `shielded` for a coroutine that bounds its calls with `call(scope, ...)`:
-/// runs `make(scope)` to completion in a coroutine of its own, detached from the
-/// caller's cancellation (an abort or a cancelled caller cannot cut it short),
-/// whose cancellation slot belongs to `scope`, so that only its own deadlines
-/// cancel it. Exceptions propagate to the caller.
+/// Runs `make(scope)` to completion in a coroutine of its own, detached from the
+/// caller's cancellation: an abort or a cancelled caller cannot cut it short
+/// (rollbacks and traffic switches must finish once started, or the load
+/// balancer is left half-switched). Its cancellation slot belongs to `scope`, so
+/// only its own deadlines (`call(scope, ...)`) cancel anything in it. Returns its
+/// value; its exceptions propagate to the caller.
 template <class T, class F>
 boost::asio::awaitable<T> shielded_scope(F make) {
   auto ex = co_await boost::asio::this_coro::executor;
