@@ -505,6 +505,12 @@ TEST_CASE("a bounded call in a Task: value in time, timeout that cancels only th
     note(co_await detail::call(scope, clock, 1s, what, slow_result(clock, 100ms, Error(errc::lb_unavailable, "503"), &cancelled[2])));
     note(co_await detail::call(scope, clock, 1s, what, slow_result(clock, 100ms, Error(errc::lb_unavailable, "throw"), &cancelled[3])));
     note(co_await detail::call(scope, clock, 1s, what, slow_result(clock, 200ms, 3, &cancelled[3])));
+    // A policy that turns off throw-on-cancel for its thread does not turn it off for the task.
+    note(co_await detail::call(scope, clock, 1s, what, []() -> asio::awaitable<result<int>> {
+      co_await asio::this_coro::throw_if_cancelled(false);
+      co_return 6;
+    }()));
+    if (!co_await asio::this_coro::throw_if_cancelled()) note(Error(errc::policy_exception, "the policy's setting leaked"));
   };
   detail::Task task;
   task.start(io.get_executor(), [&](detail::TaskScope scope) { return calls(std::move(scope), clock, what, note, cancelled); });
@@ -512,7 +518,7 @@ TEST_CASE("a bounded call in a Task: value in time, timeout that cancels only th
   REQUIRE(task.done());
   CHECK_FALSE(task.error());
   CHECK(seen == std::vector<std::string>{"1@500ms", "q(x) timed out after 1s [timeout]@1.5s", "q(x): 503 [other]@2.6s",
-                                         "q(x) threw: policy bug [other]@2.7s", "3@2.9s"});
+                                         "q(x) threw: policy bug [other]@2.7s", "3@2.9s", "6@2.9s"});
   CHECK_FALSE(cancelled[0]);
   CHECK(cancelled[1]);  // the late call was cancelled at its deadline, and joined
   CHECK_FALSE(cancelled[2]);

@@ -128,12 +128,15 @@ boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What wh
 /// used even if the deadline fired at the same moment; an error or exception
 /// after the deadline fired is a timeout. If the task was stopped (its owner's
 /// cancellation), an error or exception propagates as `operation_aborted` (or
-/// the policy's own exception), as a cancelled `call` would.
+/// the policy's own exception), as a cancelled `call` would. The policy runs in
+/// the task's thread: cancellation settings it changes there (`throw_if_cancelled`,
+/// `reset_cancellation_state`) are restored when the call returns.
 template <Clock C, class T, std::invocable What>
 boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration timeout, What what,
                                        boost::asio::awaitable<result<T>> aw) {
   auto timer = clock.make_timer(co_await boost::asio::this_coro::executor);
   timer.expires_at(add_saturating(clock.now(), timeout));
+  const bool throws_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
   scope.arm(timer);
   std::optional<result<T>> r;
   std::exception_ptr thrown;
@@ -155,8 +158,11 @@ boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration
     throw boost::system::system_error(boost::asio::error::operation_aborted);
   }
   // The deadline's cancellation was this call's, not the task owner's: clear it
-  // so that the task's next await (a retry, a sleep) is not refused.
-  if (expired) co_await boost::asio::this_coro::reset_cancellation_state();
+  // so that the task's next await (a retry, a sleep) is not refused. Also undo
+  // what the policy may have set for the thread it ran in (its filter, whether
+  // cancellation throws): a child coroutine would have kept that to itself.
+  co_await boost::asio::this_coro::reset_cancellation_state();
+  co_await boost::asio::this_coro::throw_if_cancelled(throws_if_cancelled);
   if (r && *r) co_return std::move(*r);
   if (expired) co_return Error(errc::timeout, detail::format("{} timed out after {}", what(), format_duration(timeout)));
   if (thrown) co_return err;
