@@ -75,8 +75,8 @@ public:
     });
   }
   /// Disarms the deadline (a pending handler becomes a no-op) and says whether it
-  /// fired. The caller cancels the timer, and, if it fired, resets the thread's
-  /// cancellation state unless `stopping()`.
+  /// fired. The caller cancels the timer and, unless `stopping()`, resets the
+  /// thread's cancellation state (which the deadline may have cancelled).
   bool disarm() noexcept {
     ++st_->deadline;
     return std::exchange(st_->expired, false);
