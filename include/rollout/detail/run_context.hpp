@@ -88,6 +88,20 @@ private:
   std::vector<Event> timeline_;
 };
 
+/// Called inside a catch handler: the exception being handled, as an `Error`
+/// whose message names the call (`what() threw: ...`); a `system_error` keeps
+/// its code, anything else is `errc::policy_exception`.
+template <std::invocable What>
+Error thrown_error(const What& what) {
+  try {
+    throw;
+  } catch (const boost::system::system_error& e) {
+    return Error(e.code(), detail::format("{} threw: {}", what(), e.what()));
+  } catch (const std::exception& e) {
+    return Error(errc::policy_exception, detail::format("{} threw: {}", what(), e.what()));
+  }
+}
+
 /// One policy call, bounded by `timeout`, named by `what()` in every error. A
 /// timeout, a thrown exception or an error result all come back as an `Error`
 /// whose message starts with the name, e.g. `lb.apply({green: 100%}): No such
@@ -108,12 +122,9 @@ boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What wh
       co_return Error(errc::timeout, detail::format("{} timed out after {}", what(), format_duration(timeout)));
     if (!*r) co_return Error(r->error().code, detail::format("{}: {}", what(), r->error().message));
     co_return std::move(*r);
-  } catch (const boost::system::system_error& e) {
+  } catch (const std::exception&) {
     thrown = std::current_exception();
-    err = Error(e.code(), detail::format("{} threw: {}", what(), e.what()));
-  } catch (const std::exception& e) {
-    thrown = std::current_exception();
-    err = Error(errc::policy_exception, detail::format("{} threw: {}", what(), e.what()));
+    err = thrown_error(what);
   }
   // (co_await is not allowed inside a handler, hence the detour.)
   auto cs = co_await boost::asio::this_coro::cancellation_state;
@@ -143,12 +154,9 @@ boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration
   Error err;
   try {
     r.emplace(co_await std::move(aw));
-  } catch (const boost::system::system_error& e) {
+  } catch (const std::exception&) {
     thrown = std::current_exception();
-    err = Error(e.code(), detail::format("{} threw: {}", what(), e.what()));
-  } catch (const std::exception& e) {
-    thrown = std::current_exception();
-    err = Error(errc::policy_exception, detail::format("{} threw: {}", what(), e.what()));
+    err = thrown_error(what);
   }
   const bool expired = scope.disarm();
   timer.cancel();
