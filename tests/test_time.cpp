@@ -280,85 +280,109 @@ TEST_CASE("retry cancelled while backing off stops at once") {
   CHECK(since_epoch(clock) == 10s);
 }
 
-TEST_CASE("parallel_for_each keeps at most N in flight and finishes everything") {
+TEST_CASE("scoped_for_each: N workers in tasks, every element once, the worker's scope passed in") {
   asio::io_context io;
   SimClock clock;
   std::vector<int> items(10);
   for (int i = 0; i < 10; ++i) items[static_cast<std::size_t>(i)] = i;
-  int in_flight = 0, peak = 0, done = 0;
-  auto fn = [&](int& i) -> asio::awaitable<void> {
+  int in_flight = 0, peak = 0, done = 0, timeouts = 0;
+  bool hung_cancelled = false;
+  // Item 4 hangs: its bounded wait times out through the worker's scope, and the
+  // worker goes on with its next element.
+  auto fn = [&](int& i, const detail::TaskScope& scope) -> asio::awaitable<void> {
     peak = std::max(peak, ++in_flight);
-    co_await detail::sleep_for(clock, std::chrono::seconds(1 + i % 3));
+    const auto d = i == 4 ? 1h : std::chrono::seconds(1 + i % 3);
+    auto r = co_await detail::call(scope, clock, 10s, [] { return std::string("item"); }, slow_result(clock, d, i, &hung_cancelled));
+    if (!r && r.error().code == errc::timeout) ++timeouts;
     --in_flight;
     ++done;
   };
-  testing::run_sim(io, clock, detail::parallel_for_each(items.begin(), items.end(), 3, fn));
+  testing::run_sim(io, clock, detail::scoped_for_each(items.begin(), items.end(), 3, fn));
   CHECK(done == 10);
   CHECK(peak == 3);
-  // Greedy schedule of durations 1,2,3,1,2,3,1,2,3,1 on 3 workers ends at 7 s.
-  CHECK(since_epoch(clock) == 7s);
+  CHECK(timeouts == 1);
+  CHECK(hung_cancelled);  // the deadline cancelled the call in the worker's thread
+  // Durations 1,2,3,1,10(timeout),3,1,2,3,1 greedily on 3 workers: the worker
+  // with item 4 (from 2 s to 12 s) ends last; the others finish by 9 s.
+  CHECK(since_epoch(clock) == 12s);
+  CHECK(clock.pending_timers() == 0);
+  CHECK(detail::live_tasks() == 0);
 
-  // Limit larger than the range, and empty ranges.
   peak = 0;
   in_flight = 0;
-  testing::run_sim(io, clock, detail::parallel_for_each(items.begin(), items.begin() + 2, 100, fn));
+  testing::run_sim(io, clock, detail::scoped_for_each(items.begin(), items.begin() + 2, 100, fn));
   CHECK(peak == 2);
-  testing::run_sim(io, clock, detail::parallel_for_each(items.begin(), items.begin(), 4, fn));
+  testing::run_sim(io, clock, detail::scoped_for_each(items.begin(), items.begin(), 4, fn));
+  CHECK(detail::live_tasks() == 0);
 }
 
-TEST_CASE("parallel_for_each: the first error cancels the rest and is rethrown") {
+TEST_CASE("scoped_for_each: the first error stops the other workers and is rethrown") {
   asio::io_context io;
   SimClock clock;
   std::vector<int> items{0, 1, 2, 3, 4, 5};
   int finished = 0;
-  auto fn = [&](int& i) -> asio::awaitable<void> {
+  bool cancelled = false;
+  auto fn = [&](int& i, const detail::TaskScope&) -> asio::awaitable<void> {
     if (i == 1) {
       co_await detail::sleep_for(clock, 1s);
       throw std::runtime_error("item 1 failed");
     }
-    co_await detail::sleep_for(clock, 1h);
+    try {
+      co_await detail::sleep_for(clock, 1h);
+    } catch (const boost::system::system_error&) {
+      cancelled = true;
+      throw;
+    }
     ++finished;
   };
-  CHECK_THROWS_WITH(testing::run_sim(io, clock, detail::parallel_for_each(items.begin(), items.end(), 2, fn)), "item 1 failed");
-  CHECK(finished == 0);                // item 0 was cancelled, items 2..5 never started
-  CHECK(since_epoch(clock) == 1s);     // nobody waited for the hour
-}
-
-TEST_CASE("parallel_for_each cancelled mid-wait cancels every call in flight") {
-  asio::io_context io;
-  SimClock clock;
-  std::vector<int> items{0, 1, 2, 3};
-  auto fn = [&](int&) -> asio::awaitable<void> { co_await detail::sleep_for(clock, 1h); };
-  auto e = run_and_cancel_at(io, clock, detail::parallel_for_each(items.begin(), items.end(), 4, fn), 5s);
-  CHECK(is_aborted(e));
+  CHECK_THROWS_WITH(testing::run_sim(io, clock, detail::scoped_for_each(items.begin(), items.end(), 2, fn)), "item 1 failed");
+  CHECK(finished == 0);  // item 0 was stopped, items 2..5 never started
+  CHECK(cancelled);
+  CHECK(since_epoch(clock) == 1s);
   CHECK(clock.pending_timers() == 0);
-}
+  CHECK(detail::live_tasks() == 0);
 
-TEST_CASE("parallel_for_each with a limit of 1 runs in order, stops at the first error and is cancellable") {
-  asio::io_context io;
-  SimClock clock;
-  std::vector<int> items{0, 1, 2, 3};
+  // One worker: in order, and nothing after the failing element starts.
   std::vector<int> order;
-  int in_flight = 0, peak = 0;
-  auto fn = [&](int& i) -> asio::awaitable<void> {
-    peak = std::max(peak, ++in_flight);
+  auto in_order = [&](int& i, const detail::TaskScope&) -> asio::awaitable<void> {
     order.push_back(i);
     co_await detail::sleep_for(clock, std::chrono::seconds(1 + i));
-    --in_flight;
     if (i == 2) throw std::runtime_error("item 2 failed");
   };
-  // Items 0, 1 and 2 one after the other (1 + 2 + 3 s); item 2 throws, item 3 never starts.
-  CHECK_THROWS_WITH(testing::run_sim(io, clock, detail::parallel_for_each(items.begin(), items.end(), 1, fn)), "item 2 failed");
+  CHECK_THROWS_WITH(testing::run_sim(io, clock, detail::scoped_for_each(items.begin(), items.end(), 1, in_order)), "item 2 failed");
   CHECK(order == std::vector<int>{0, 1, 2});
-  CHECK(peak == 1);
-  CHECK(since_epoch(clock) == 6s);
+  CHECK(since_epoch(clock) == 1s + 6s);
+  CHECK(detail::live_tasks() == 0);
+}
 
-  // Cancelled during item 3's wait: item 0, next in line, never starts, and nothing is left pending.
-  std::vector<int> two{3, 0};
-  auto e = run_and_cancel_at(io, clock, detail::parallel_for_each(two.begin(), two.end(), 1, fn), 2s);
+TEST_CASE("scoped_for_each cancelled mid-wait stops and joins every worker, and restores the caller's setting") {
+  asio::io_context io;
+  SimClock clock;
+  std::vector<int> items{0, 1, 2, 3, 4};
+  int started = 0, cancelled = 0;
+  auto fn = [&](int&, const detail::TaskScope&) -> asio::awaitable<void> {
+    ++started;
+    try {
+      co_await detail::sleep_for(clock, 1h);
+    } catch (const boost::system::system_error&) {
+      ++cancelled;
+      throw;
+    }
+  };
+  auto e = run_and_cancel_at(io, clock, detail::scoped_for_each(items.begin(), items.end(), 4, fn), 5s);
   CHECK(is_aborted(e));
-  CHECK(order == std::vector<int>{0, 1, 2, 3});
+  CHECK(started == 4);  // the fifth never starts
+  CHECK(cancelled == 4);
   CHECK(clock.pending_timers() == 0);
+  CHECK(detail::live_tasks() == 0);
+
+  // The caller's throw_if_cancelled is its own again afterwards.
+  auto caller = [&]() -> asio::awaitable<bool> {
+    co_await detail::scoped_for_each(items.begin(), items.begin() + 1, 1,
+                                     [&](int&, const detail::TaskScope&) -> asio::awaitable<void> { co_return; });
+    co_return co_await asio::this_coro::throw_if_cancelled();
+  };
+  CHECK(testing::run_sim(io, clock, caller()));
 }
 
 TEST_CASE("ProbeSpec has Kubernetes defaults and names bad fields") {
@@ -442,6 +466,61 @@ TEST_CASE("probe_once cancelled mid-probe cancels the probe and propagates") {
   CHECK(is_aborted(e));
   CHECK(since_epoch(clock) == 10s);
   CHECK(clock.pending_timers() == 0);  // the probe's own wait was cancelled, not abandoned
+}
+
+TEST_CASE("probe_once in a task: timeout through the task's scope, exceptions absorbed, stop propagates") {
+  asio::io_context io;
+  SimClock clock;
+  testing::ScriptedProbe<> probe(clock, 100ms);
+  Instance i{"x", {"v1"}, {"127.0.0.1", 1}};
+  probe.fail_probe("x", 0, testing::Fault::hang_forever());
+  probe.fail_probe("x", 1, testing::Fault::raise());
+  std::vector<std::string> seen;
+  auto probes = [](detail::TaskScope scope, SimClock clock, testing::ScriptedProbe<>* probe, Instance i,
+                   std::vector<std::string>* seen, Duration timeout) -> asio::awaitable<void> {
+    for (int k = 0; k < 3; ++k) {
+      auto r = co_await detail::probe_once(scope, clock, *probe, i, timeout);
+      seen->push_back(fmt::format("{} {}@{}", r.healthy ? "up" : "down", r.detail, format_duration(since_epoch(clock))));
+    }
+    // The timeout cancelled the probe, not the task, and the setting is the task's.
+    if (!co_await asio::this_coro::throw_if_cancelled()) seen->push_back("throw_if_cancelled leaked");
+  };
+  detail::Task task;
+  task.start(io.get_executor(), [&](detail::TaskScope scope) { return probes(std::move(scope), clock, &probe, i, &seen, 1s); });
+  clock.run(io);
+  REQUIRE(task.done());
+  CHECK_FALSE(task.error());
+  CHECK(seen == std::vector<std::string>{"down probe.check timed out after 1s@1s",
+                                         "down probe.check threw: injected exception in probe.check(x)@1.1s",
+                                         "up ok@1.2s"});
+  CHECK(clock.pending_timers() == 0);
+
+  // A probe that answers at the very instant of its timeout has answered in time
+  // (the deadline is armed behind the probe's own timer).
+  testing::ScriptedProbe<> exact(clock, 1s);
+  std::vector<std::string> on_time;
+  detail::Task tie;
+  tie.start(io.get_executor(), [&](detail::TaskScope scope) { return probes(std::move(scope), clock, &exact, i, &on_time, 1s); });
+  clock.run(io);
+  CHECK(on_time == std::vector<std::string>{"up ok@2.2s", "up ok@3.2s", "up ok@4.2s"});
+
+  // Stopped 10 s into a 30 s probe (its timeout 1 min): the probe is cancelled and the stop propagates.
+  testing::ScriptedProbe<> slow(clock, 30s);
+  std::vector<std::string> none;
+  detail::Task stopped;
+  stopped.start(io.get_executor(), [&](detail::TaskScope scope) { return probes(std::move(scope), clock, &slow, i, &none, 1min); });
+  clock.run_for(io, 10s);
+  bool joined = false;
+  asio::co_spawn(io, stopped.stop(), [&](std::exception_ptr e) {
+    rethrow(e);
+    joined = true;
+  });
+  clock.run(io);
+  CHECK(joined);
+  CHECK(none.empty());
+  CHECK(is_aborted(stopped.error()));
+  CHECK(clock.pending_timers() == 0);
+  CHECK(detail::live_tasks() == 0);
 }
 
 TEST_CASE("HealthMonitor probes in rounds on the schedule, bounded, and reports transitions") {

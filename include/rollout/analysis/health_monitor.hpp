@@ -57,8 +57,8 @@ public:
     auto next = detail::add_saturating(clock_.now(), spec_.initial_delay);
     for (;;) {
       if (clock_.now() < next) co_await detail::sleep_until(clock_, next);
-      co_await detail::parallel_for_each(entries_.begin(), entries_.end(), concurrency_,
-                                         [this](Entry& e) { return probe_entry(e); });
+      co_await detail::scoped_for_each(entries_.begin(), entries_.end(), concurrency_,
+                                       [this](Entry& e, const detail::TaskScope& scope) { return probe_entry(e, scope); });
       ++rounds_;
       next = std::max(detail::add_saturating(next, spec_.period), clock_.now());
     }
@@ -93,8 +93,10 @@ public:
   long rounds() const noexcept { return rounds_; }
 
 private:
-  boost::asio::awaitable<void> probe_entry(Entry& e) {
-    e.last = co_await probe_once(clock_, probe_, e.instance, spec_.timeout);
+  // Each probe runs in a worker task of the round, and its timeout cancels that
+  // task's thread (no child coroutine per probe).
+  boost::asio::awaitable<void> probe_entry(Entry& e, detail::TaskScope scope) {
+    e.last = co_await detail::probe_once(std::move(scope), clock_, probe_, e.instance, spec_.timeout);
     const auto change = e.tracker.record(e.last.healthy);
     if (!e.last.healthy) emit_(EventKind::probe_failed, e.instance.id, e.last.detail);
     if (change == ProbeTracker::Change::became_passing) {

@@ -214,9 +214,9 @@ public:
   }
 
   /// The same, for a run started as a `detail::Task` with that task's `scope`
-  /// (as `Canary` does): with one metric, measured in the task's own thread, a
-  /// query's timeout then cancels that thread instead of a child coroutine
-  /// spawned per query (see `detail::call`). Cancellation and errors as `run()`.
+  /// (as `Canary` does): one metric then measures in the task's own thread, with
+  /// no worker task (a query's timeout cancels that thread; see `detail::call`).
+  /// Cancellation and errors as `run()`.
   boost::asio::awaitable<void> run(detail::TaskScope scope) {
     task_scope_.emplace(std::move(scope));
     return measure_all();
@@ -254,25 +254,24 @@ public:
 private:
   struct Decided {};
 
+  /// Each metric measures in a thread whose cancellation this run owns, so a
+  /// query's timeout cancels that thread (`detail::call(scope, ...)`) instead of
+  /// a child coroutine spawned per query: one metric in a run started with a
+  /// scope measures in the task's own thread; otherwise every metric runs in a
+  /// worker task of its own (`scoped_for_each`).
   boost::asio::awaitable<void> measure_all() {
-    std::vector<std::size_t> idx(spec_.metrics.size());
-    std::iota(idx.begin(), idx.end(), std::size_t{0});
     try {
-      co_await detail::parallel_for_each(idx.begin(), idx.end(), idx.size(), [this](std::size_t i) { return run_metric(i); });
+      if (task_scope_ && spec_.metrics.size() == 1) {
+        co_await run_metric(0, *task_scope_);
+      } else {
+        std::vector<std::size_t> idx(spec_.metrics.size());
+        std::iota(idx.begin(), idx.end(), std::size_t{0});
+        co_await detail::scoped_for_each(idx.begin(), idx.end(), idx.size(),
+                                         [this](std::size_t i, const detail::TaskScope& scope) { return run_metric(i, scope); });
+      }
     } catch (const Decided&) {
-      // A metric failed or errored: the others were cancelled on purpose.
+      // A metric failed or errored: the others were stopped on purpose.
     }
-  }
-
-  /// One query bounded by `timeout`. Not a coroutine: it returns the call that
-  /// fits where the query runs. With a task scope and one metric, the query runs
-  /// in the task's own thread (`parallel_for_each` with a limit of 1 spawns
-  /// nothing), so the task's cancellation can bound it; with more metrics each
-  /// runs in a worker thread of its own, and a child coroutine bounds it.
-  template <class What, class T>
-  boost::asio::awaitable<result<T>> bounded(Duration timeout, What what, boost::asio::awaitable<result<T>> query) {
-    if (task_scope_ && spec_.metrics.size() == 1) return detail::call(*task_scope_, clock_, timeout, std::move(what), std::move(query));
-    return detail::call(clock_, timeout, std::move(what), std::move(query));
   }
 
   std::string describe(std::size_t i) const {
@@ -306,9 +305,9 @@ private:
   }
 
   /// One measurement of a threshold metric.
-  boost::asio::awaitable<std::pair<Measurement, std::string>> measure_value(const MetricCheck& m) {
+  boost::asio::awaitable<std::pair<Measurement, std::string>> measure_value(const MetricCheck& m, detail::TaskScope task) {
     const auto scope = scope_of(m.scope);
-    auto r = co_await bounded(m.timeout, [&] { return detail::format("metrics.query({}, {})", m.name, scope); },
+    auto r = co_await detail::call(task, clock_, m.timeout, [&] { return detail::format("metrics.query({}, {})", m.name, scope); },
                               source_.query(m.query, scope));
     if (!r) co_return std::pair{Measurement::error, detail::format("error: {}", r.error().message)};
     if (auto* nd = std::get_if<NoData>(&*r)) {
@@ -336,7 +335,7 @@ private:
   }
 
   /// One judgement: samples of the canary and the baseline for every judge metric.
-  boost::asio::awaitable<std::pair<Measurement, std::string>> measure_judge(const MetricCheck& m) {
+  boost::asio::awaitable<std::pair<Measurement, std::string>> measure_judge(const MetricCheck& m, detail::TaskScope task) {
     const auto& spec = *m.judge;
     std::vector<JudgeMetricResult> results;
     for (const auto& jm : spec.metrics) {
@@ -346,7 +345,7 @@ private:
         auto q = jm.query;
         q.want = MetricQuery::Want::samples;
         const auto scope = scope_of(roles[side]);
-        auto r = co_await bounded(m.timeout, [&] { return detail::format("metrics.query({}, {})", jm.name, scope); },
+        auto r = co_await detail::call(task, clock_, m.timeout, [&] { return detail::format("metrics.query({}, {})", jm.name, scope); },
                                   source_.query(q, scope));
         if (!r) co_return std::pair{Measurement::error, detail::format("error: {}", r.error().message)};
         if (auto* s = std::get_if<Samples>(&*r)) {
@@ -369,7 +368,7 @@ private:
     co_return std::pair{m.no_data == NoDataIs::failed ? Measurement::failed : Measurement::inconclusive, verdict.summary};
   }
 
-  boost::asio::awaitable<void> run_metric(std::size_t i) {
+  boost::asio::awaitable<void> run_metric(std::size_t i, detail::TaskScope task) {
     const auto& m = spec_.metrics[i];
     auto& s = states_[i];
     if (m.initial_delay > Duration::zero()) co_await detail::sleep_for(clock_, m.initial_delay);
@@ -382,9 +381,9 @@ private:
       // a conditional co_await twice.
       std::pair<Measurement, std::string> measured;
       if (m.judge) {
-        measured = co_await measure_judge(m);
+        measured = co_await measure_judge(m, task);
       } else {
-        measured = co_await measure_value(m);
+        measured = co_await measure_value(m, task);
       }
       const auto result = measured.first;
       const auto& text = measured.second;

@@ -10,6 +10,7 @@
 #include <rollout/core/error.hpp>
 #include <rollout/detail/format.hpp>
 #include <rollout/detail/race.hpp>
+#include <rollout/detail/task.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -137,6 +138,52 @@ boost::asio::awaitable<HealthResult> probe_once(const C& clock, P& probe, const 
     co_return HealthResult::down(detail::format("probe.check threw: {}", e.what()), clock.now() - started);
   }
 }
+
+namespace detail {
+
+/// `probe_once` for a probe made from a `Task` (a worker of `scoped_for_each`):
+/// the same results and details, but the timeout cancels the task's own thread
+/// through `scope` (as `call(scope, ...)` does) instead of racing a child
+/// coroutine spawned per probe. A healthy result that arrives is used even if the
+/// timeout fired at the same moment; an unhealthy one after it is a timeout. If
+/// the task was stopped, a result that arrived is returned, and otherwise the
+/// cancellation propagates (`operation_aborted`, or the probe's own exception).
+/// The probe's changes to its thread's cancellation settings end with the probe.
+template <Clock C, HealthProbe P>
+boost::asio::awaitable<HealthResult> probe_once(TaskScope scope, const C& clock, P& probe, const Instance& instance,
+                                                Duration timeout) {
+  const auto started = clock.now();
+  auto timer = clock.make_timer(co_await boost::asio::this_coro::executor);
+  timer.expires_at(add_saturating(started, timeout));
+  const bool throws_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
+  auto deadline = scope.arm(timer);
+  std::optional<HealthResult> r;
+  std::exception_ptr thrown;
+  std::string why;
+  try {
+    r.emplace(co_await probe.check(instance));
+  } catch (const std::exception& e) {
+    thrown = std::current_exception();
+    why = e.what();
+  }
+  const bool expired = deadline.disarm();
+  timer.cancel();
+  if (scope.stopping()) {
+    if (r) co_return std::move(*r);
+    std::rethrow_exception(thrown);
+  }
+  // The deadline's cancellation was this probe's: clear it, and undo what the
+  // probe set for the thread (see `call(scope, ...)`).
+  co_await boost::asio::this_coro::reset_cancellation_state();
+  co_await boost::asio::this_coro::throw_if_cancelled(throws_if_cancelled);
+  if (r && (r->healthy || !expired)) co_return std::move(*r);
+  if (expired) {
+    co_return HealthResult::down(detail::format("probe.check timed out after {}", format_duration(timeout)), clock.now() - started);
+  }
+  co_return HealthResult::down(detail::format("probe.check threw: {}", why), clock.now() - started);
+}
+
+}  // namespace detail
 
 }  // namespace rollout
 

@@ -148,7 +148,7 @@ boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration
   auto timer = clock.make_timer(co_await boost::asio::this_coro::executor);
   timer.expires_at(add_saturating(clock.now(), timeout));
   const bool throws_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
-  scope.arm(timer);
+  auto deadline = scope.arm(timer);
   std::optional<result<T>> r;
   std::exception_ptr thrown;
   Error err;
@@ -158,7 +158,7 @@ boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration
     thrown = std::current_exception();
     err = thrown_error(what);
   }
-  const bool expired = scope.disarm();
+  const bool expired = deadline.disarm();
   timer.cancel();
   if (scope.stopping()) {
     if (r && *r) co_return std::move(*r);

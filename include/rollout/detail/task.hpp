@@ -12,6 +12,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -62,24 +63,50 @@ public:
   /// True once `stop()` (or the task's destructor) has cancelled the task.
   bool stopping() const noexcept { return st_->stopping; }
 
+  /// An armed deadline. `disarm()` (or the destructor) makes its pending handlers
+  /// no-ops; declare it after the timer, so that it is disarmed first.
+  class Deadline {
+  public:
+    explicit Deadline(std::shared_ptr<TaskState> st) noexcept : st_(std::move(st)) {}
+    Deadline(const Deadline&) = delete;
+    Deadline& operator=(const Deadline&) = delete;
+    ~Deadline() { disarm(); }
+    /// Disarms it and says whether it fired. The caller then cancels the timer
+    /// and, unless `stopping()`, resets the thread's cancellation state (which
+    /// the deadline may have cancelled).
+    bool disarm() noexcept {
+      if (!st_) return false;
+      ++st_->deadline;
+      const bool fired = std::exchange(st_->expired, false);
+      st_ = nullptr;
+      return fired;
+    }
+
+  private:
+    std::shared_ptr<TaskState> st_;
+  };
+
   /// Arms a deadline: `timer` (already set to expire) cancels this task's thread
-  /// (terminal) when it fires, unless `disarm()` came first. One at a time.
+  /// (terminal) when it fires, unless the returned `Deadline` is disarmed first.
+  /// One at a time. The wait is registered on the executor's next turn, after the
+  /// awaited call has started: a call that ends at the very instant of its
+  /// deadline wins the tie (timers due at one instant fire in the order they were
+  /// armed, under the simulated clock as with Asio's timer queue). Until then,
+  /// and afterwards, the handlers only touch `timer` while the deadline is armed,
+  /// so `timer` must outlive the `Deadline`.
   template <class Timer>
-  void arm(Timer& timer) {
+  [[nodiscard]] Deadline arm(Timer& timer) {
     const auto gen = ++st_->deadline;
     st_->expired = false;
-    timer.async_wait([st = st_, gen](const boost::system::error_code& ec) {
-      if (ec || st->deadline != gen || st->done) return;
-      st->expired = true;
-      st->signal.emit(boost::asio::cancellation_type::terminal);
+    boost::asio::post(st_->ex, [st = st_, gen, &timer] {
+      if (st->deadline != gen || st->done) return;  // the call already ended
+      timer.async_wait([st, gen](const boost::system::error_code& ec) {
+        if (ec || st->deadline != gen || st->done) return;
+        st->expired = true;
+        st->signal.emit(boost::asio::cancellation_type::terminal);
+      });
     });
-  }
-  /// Disarms the deadline (a pending handler becomes a no-op) and says whether it
-  /// fired. The caller cancels the timer and, unless `stopping()`, resets the
-  /// thread's cancellation state (which the deadline may have cancelled).
-  bool disarm() noexcept {
-    ++st_->deadline;
-    return std::exchange(st_->expired, false);
+    return Deadline(st_);
   }
 
 private:
