@@ -631,6 +631,76 @@ TEST_CASE("a bounded call in a Task: value in time, timeout that cancels only th
   CHECK(detail::live_tasks() == 0);
 }
 
+TEST_CASE("call_attempts in a Task: retries transient errors and timeouts with backoff, in one frame, and stops") {
+  asio::io_context io;
+  SimClock clock;
+  Backoff b;
+  b.max_attempts = 3;
+  b.initial = 1s;
+  b.multiplier = 2;
+  b.jitter = 0;
+  JitterEngine rng(b.seed);
+  std::vector<std::string> seen;
+  auto note = [&](const result<int>& r) {
+    seen.push_back(r ? fmt::format("{}@{}", *r, format_duration(since_epoch(clock)))
+                     : fmt::format("{}@{}", r.error().message, format_duration(since_epoch(clock))));
+  };
+  // Scripted answers, one per attempt: how long it takes and what it returns.
+  struct Answer {
+    Duration after;
+    result<int> value;
+  };
+  std::vector<Answer> script{
+      {100ms, Error(errc::lb_unavailable, "503")}, {10s, 0}, {100ms, 7},           // transient, timeout, value
+      {100ms, Error(errc::lb_rejected, "no")},                                       // permanent: one attempt
+      {100ms, Error(errc::timeout, "slow")}, {100ms, Error(errc::timeout, "slow")},  // three transient failures:
+      {100ms, Error(errc::timeout, "slow")},                                         // the last one is returned
+  };
+  std::size_t next = 0;
+  bool cancelled = false;
+  auto attempt = [&]() {
+    const auto& a = script.at(next++);
+    return slow_result(clock, a.after, a.value, &cancelled);
+  };
+  auto what = [] { return std::string("op(x)"); };
+  auto calls = [](detail::TaskScope scope, SimClock clock, std::function<std::string()> what,
+                  std::function<asio::awaitable<result<int>>()> attempt, const Backoff* b, JitterEngine* rng,
+                  std::function<void(const result<int>&)> note) -> asio::awaitable<void> {
+    for (int k = 0; k < 3; ++k) note(co_await detail::call_attempts<int>(scope, clock, 2s, what, attempt, b, rng));
+  };
+  detail::Task task;
+  task.start(io.get_executor(), [&](detail::TaskScope scope) { return calls(std::move(scope), clock, what, attempt, &b, &rng, note); });
+  clock.run(io);
+  REQUIRE(task.done());
+  CHECK_FALSE(task.error());
+  // 503 at 0.1 s, retry at 1.1 s times out at 3.1 s, retry at 5.1 s answers 7 at 5.2 s;
+  // the rejection at 5.3 s is not retried; 5.4 s, 6.5 s and 8.6 s fail, the last is returned.
+  CHECK(seen == std::vector<std::string>{"7@5.2s", "op(x): no@5.3s", "op(x): slow@8.6s"});
+  CHECK(next == script.size());
+  CHECK(cancelled);  // the attempt that timed out was cancelled
+  CHECK(clock.pending_timers() == 0);
+
+  // Stopped during the backoff sleep: the stop propagates, no further attempt.
+  script = {{100ms, Error(errc::lb_unavailable, "503")}, {100ms, 1}};
+  next = 0;
+  seen.clear();
+  detail::Task stopped;
+  stopped.start(io.get_executor(), [&](detail::TaskScope scope) { return calls(std::move(scope), clock, what, attempt, &b, &rng, note); });
+  clock.run_for(io, 500ms);
+  bool joined = false;
+  asio::co_spawn(io, stopped.stop(), [&](std::exception_ptr e) {
+    rethrow(e);
+    joined = true;
+  });
+  clock.run(io);
+  CHECK(joined);
+  CHECK(seen.empty());
+  CHECK(next == 1);
+  CHECK(is_aborted(stopped.error()));
+  CHECK(clock.pending_timers() == 0);
+  CHECK(detail::live_tasks() == 0);
+}
+
 TEST_CASE("Notifier wakes every waiter and honours cancellation") {
   asio::io_context io;
   SimClock clock;

@@ -132,49 +132,73 @@ boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What wh
   co_return err;
 }
 
+/// `call(scope, ...)` with retries, in one coroutine frame (a replacement in a
+/// large rolling update holds one per create in flight): makes an attempt with
+/// `make()` (returning `awaitable<result<T>>`) until one returns a value, fails
+/// with an error that is not transient, or `backoff->max_attempts` attempts
+/// have been made (one without a `backoff`), sleeping `backoff->delay` on
+/// `clock` in between. Returns the last attempt's result. Each attempt is bounded
+/// as `call(scope, ...)` describes; a stop during the sleep propagates as
+/// `operation_aborted`.
+template <class T, Clock C, std::invocable What, class Make>
+boost::asio::awaitable<result<T>> call_attempts(TaskScope scope, const C& clock, Duration timeout, What what, Make make,
+                                                const Backoff* backoff, JitterEngine* rng) {
+  const bool throws_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
+  for (int k = 1;; ++k) {
+    std::optional<result<T>> r;
+    std::exception_ptr thrown;
+    Error err;
+    bool expired = false;
+    {
+      auto timer = clock.make_timer(co_await boost::asio::this_coro::executor);
+      timer.expires_at(add_saturating(clock.now(), timeout));
+      auto deadline = scope.arm(timer);
+      try {
+        r.emplace(co_await make());
+      } catch (const std::exception&) {
+        thrown = std::current_exception();
+        err = thrown_error(what);
+      }
+      expired = deadline.disarm();
+      timer.cancel();
+    }
+    if (scope.stopping()) {
+      if (r && *r) co_return std::move(*r);
+      if (thrown) std::rethrow_exception(thrown);
+      throw boost::system::system_error(boost::asio::error::operation_aborted);
+    }
+    // The deadline's cancellation was this attempt's, not the task owner's: clear
+    // it so that the task's next await (a retry, a sleep) is not refused. Also
+    // undo what the policy may have set for the thread it ran in (its filter,
+    // whether cancellation throws): a child coroutine would have kept that to itself.
+    co_await boost::asio::this_coro::reset_cancellation_state();
+    co_await boost::asio::this_coro::throw_if_cancelled(throws_if_cancelled);
+    if (r && *r) co_return std::move(*r);
+    if (expired) err = Error(errc::timeout, detail::format("{} timed out after {}", what(), format_duration(timeout)));
+    else if (!thrown) err = Error(r->error().code, detail::format("{}: {}", what(), r->error().message));
+    if (!backoff || k >= backoff->max_attempts || !is_transient(err)) co_return err;
+    co_await sleep_for(clock, backoff->delay(k, *rng));
+  }
+}
+
 /// `call` for a coroutine running in a `Task`: the same errors and names, but
 /// the deadline cancels the task's own thread (through `scope`) instead of a
 /// child coroutine spawned for the call, so a bounded call holds one timer and
 /// no second thread, frame chain or parallel group. A value that arrives is
-/// used even if the deadline fired at the same moment; an error or exception
+/// used even if the deadline fired at the same moment (the deadline is armed
+/// behind the call's own timers: see `TaskScope::arm`); an error or exception
 /// after the deadline fired is a timeout. If the task was stopped (its owner's
 /// cancellation), an error or exception propagates as `operation_aborted` (or
 /// the policy's own exception), as a cancelled `call` would. The policy runs in
 /// the task's thread: cancellation settings it changes there (`throw_if_cancelled`,
-/// `reset_cancellation_state`) are restored when the call returns.
+/// `reset_cancellation_state`) are restored when the call returns. Not a
+/// coroutine itself: it is `call_attempts` with one attempt.
 template <Clock C, class T, std::invocable What>
 boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration timeout, What what,
                                        boost::asio::awaitable<result<T>> aw) {
-  auto timer = clock.make_timer(co_await boost::asio::this_coro::executor);
-  timer.expires_at(add_saturating(clock.now(), timeout));
-  const bool throws_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
-  auto deadline = scope.arm(timer);
-  std::optional<result<T>> r;
-  std::exception_ptr thrown;
-  Error err;
-  try {
-    r.emplace(co_await std::move(aw));
-  } catch (const std::exception&) {
-    thrown = std::current_exception();
-    err = thrown_error(what);
-  }
-  const bool expired = deadline.disarm();
-  timer.cancel();
-  if (scope.stopping()) {
-    if (r && *r) co_return std::move(*r);
-    if (thrown) std::rethrow_exception(thrown);
-    throw boost::system::system_error(boost::asio::error::operation_aborted);
-  }
-  // The deadline's cancellation was this call's, not the task owner's: clear it
-  // so that the task's next await (a retry, a sleep) is not refused. Also undo
-  // what the policy may have set for the thread it ran in (its filter, whether
-  // cancellation throws): a child coroutine would have kept that to itself.
-  co_await boost::asio::this_coro::reset_cancellation_state();
-  co_await boost::asio::this_coro::throw_if_cancelled(throws_if_cancelled);
-  if (r && *r) co_return std::move(*r);
-  if (expired) co_return Error(errc::timeout, detail::format("{} timed out after {}", what(), format_duration(timeout)));
-  if (thrown) co_return err;
-  co_return Error(r->error().code, detail::format("{}: {}", what(), r->error().message));
+  return call_attempts<T>(
+      std::move(scope), clock, timeout, std::move(what), [aw = std::move(aw)]() mutable { return std::move(aw); }, nullptr,
+      nullptr);
 }
 
 /// Runs `make(scope)` to completion in a coroutine of its own, detached from the

@@ -48,7 +48,7 @@ struct TaskState {
   std::exception_ptr error;
   Notifier* wake = nullptr;
   std::function<void()> on_done;
-  std::optional<Notifier> joined;  // created only when someone waits for a running task
+  std::unique_ptr<Notifier> joined;  // created only when someone waits for a running task (a pointer: 128 bytes less per task)
 };
 
 /// The handle a coroutine started by `Task::start(ex, factory)` gets to its own
@@ -180,7 +180,7 @@ public:
     st->on_done = {};
     st->stopping = true;
     if (!st->done) st->signal.emit(boost::asio::cancellation_type::terminal);
-    if (!st->done && !st->joined) st->joined.emplace(st->ex);
+    if (!st->done && !st->joined) st->joined = std::make_unique<Notifier>(st->ex);
     while (!st->done) {
       // Re-arm until done: a cancelled caller's wait completes early, the task's does not.
       co_await st->joined->async_wait(

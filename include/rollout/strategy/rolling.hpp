@@ -386,17 +386,21 @@ private:
   // ---- orchestrator calls -------------------------------------------------------
 
   /// A call with `call_timeout` and `retry`; `what()` names it in errors. Not a
-  /// coroutine itself (one frame fewer per orchestrator call): `what` and
-  /// `make_call` move into `retry`'s frame; co_await the result at once. With a
-  /// `scope` (a call made from one of this run's tasks), each attempt's timeout
-  /// cancels the task's own thread instead of a child coroutine; see `detail::call`.
+  /// coroutine itself (one frame fewer per orchestrator call); co_await the
+  /// result at once. With a `scope` (a call made from one of this run's tasks),
+  /// the attempts and their backoff run in one frame, and each attempt's timeout
+  /// cancels the task's own thread instead of a child coroutine (see
+  /// `detail::call_attempts`).
   template <class T, class What, class F>
   boost::asio::awaitable<result<T>> with_retry(What what, F make_call, const detail::TaskScope* scope = nullptr) {
+    if (scope) {
+      return detail::call_attempts<T>(*scope, clock_, options_.call_timeout, std::move(what), std::move(make_call), &options_.retry,
+                                      &rng_);
+    }
     return detail::retry(
         clock_, options_.retry, rng_,
-        [this, what = std::move(what), make_call = std::move(make_call), scope] {
-          return scope ? detail::call(*scope, clock_, options_.call_timeout, what, make_call())
-                       : detail::call(clock_, options_.call_timeout, what, make_call());
+        [this, what = std::move(what), make_call = std::move(make_call)] {
+          return detail::call(clock_, options_.call_timeout, what, make_call());
         },
         [](int, const Error&, std::optional<Duration>) {});
   }
