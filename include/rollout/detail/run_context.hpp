@@ -132,6 +132,30 @@ boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What wh
   co_return err;
 }
 
+/// `call_attempts`' failed attempt: leaves its named `Error` in `r` (a timeout if
+/// `expired`, the exception if `thrown`, else the policy's error under `what()`),
+/// and returns the wait before the next attempt, or nothing if it was the last.
+template <class T, std::invocable What>
+std::optional<Duration> attempt_failed(const What& what, Duration timeout, bool expired, const std::exception_ptr& thrown,
+                                       std::optional<result<T>>& r, int attempt, const Backoff* backoff, JitterEngine* rng) {
+  Error err;
+  if (expired) {
+    err = Error(errc::timeout, detail::format("{} timed out after {}", what(), format_duration(timeout)));
+  } else if (thrown) {
+    try {
+      std::rethrow_exception(thrown);
+    } catch (const std::exception&) {
+      err = thrown_error(what);
+    }
+  } else {
+    err = Error(r->error().code, detail::format("{}: {}", what(), r->error().message));
+  }
+  const bool last = !backoff || attempt >= backoff->max_attempts || !is_transient(err);
+  r.emplace(std::move(err));
+  if (last) return std::nullopt;
+  return backoff->delay(attempt, *rng);
+}
+
 /// `call(scope, ...)` with retries, in one coroutine frame (a replacement in a
 /// large rolling update holds one per create in flight): makes an attempt with
 /// `make()` (returning `awaitable<result<T>>`) until one returns a value, fails
@@ -143,21 +167,21 @@ boost::asio::awaitable<result<T>> call(const C& clock, Duration timeout, What wh
 template <class T, Clock C, std::invocable What, class Make>
 boost::asio::awaitable<result<T>> call_attempts(TaskScope scope, const C& clock, Duration timeout, What what, Make make,
                                                 const Backoff* backoff, JitterEngine* rng) {
+  // (Every local and temporary of a coroutine takes room in its frame, for as
+  // long as the frame lives, so errors are built by a plain function.)
   const bool throws_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
   for (int k = 1;; ++k) {
     std::optional<result<T>> r;
     std::exception_ptr thrown;
-    Error err;
     bool expired = false;
     {
-      auto timer = clock.make_timer(co_await boost::asio::this_coro::executor);
+      auto timer = clock.make_timer(scope.executor());
       timer.expires_at(add_saturating(clock.now(), timeout));
       auto deadline = scope.arm(timer);
       try {
         r.emplace(co_await make());
       } catch (const std::exception&) {
         thrown = std::current_exception();
-        err = thrown_error(what);
       }
       expired = deadline.disarm();
       timer.cancel();
@@ -174,10 +198,11 @@ boost::asio::awaitable<result<T>> call_attempts(TaskScope scope, const C& clock,
     co_await boost::asio::this_coro::reset_cancellation_state();
     co_await boost::asio::this_coro::throw_if_cancelled(throws_if_cancelled);
     if (r && *r) co_return std::move(*r);
-    if (expired) err = Error(errc::timeout, detail::format("{} timed out after {}", what(), format_duration(timeout)));
-    else if (!thrown) err = Error(r->error().code, detail::format("{}: {}", what(), r->error().message));
-    if (!backoff || k >= backoff->max_attempts || !is_transient(err)) co_return err;
-    co_await sleep_for(clock, backoff->delay(k, *rng));
+    if (auto wait = attempt_failed(what, timeout, expired, thrown, r, k, backoff, rng)) {
+      co_await sleep_for(clock, *wait);
+      continue;
+    }
+    co_return std::move(*r);
   }
 }
 

@@ -62,6 +62,8 @@ public:
 
   /// True once `stop()` (or the task's destructor) has cancelled the task.
   bool stopping() const noexcept { return st_->stopping; }
+  /// The executor the task runs on.
+  const boost::asio::any_io_executor& executor() const noexcept { return st_->ex; }
 
   /// An armed deadline. `disarm()` (or the destructor) makes its pending handlers
   /// no-ops; declare it after the timer, so that it is disarmed first.

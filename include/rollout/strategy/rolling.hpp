@@ -410,40 +410,59 @@ private:
   /// for it to be ready (within `ready_deadline`), then `min_ready`. One coroutine
   /// in its own task: a 10,000-instance update at 25% surge has 2,500 of them in
   /// flight, so every frame and thread per replacement shows in its peak memory.
+  /// (Its bookkeeping is in plain functions: every local and temporary of a
+  /// coroutine takes room in its frame for as long as the frame lives.)
   boost::asio::awaitable<void> bring_up(detail::TaskScope scope, Revision rev, std::optional<Instance> adopted) {
-    Instance inst;
-    if (adopted) {
-      inst = std::move(*adopted);
-    } else {
+    if (!adopted) {
       auto created = co_await with_retry<Instance>([&] { return detail::format("orchestrator.create({})", rev); },
                                                    [&] { return orch_.create(rev); }, &scope);
-      --pending_creates_;
-      if (!created) {
-        note_failure(detail::format("create({})", rev), created.error());
-        if (wake_) wake_->notify_all();
-        co_return;
-      }
-      ++report_.created;
-      inst = std::move(*created);
-      add_member(inst, MemberState::starting);
-      ctx_.emit(EventKind::instance_created, inst.id, detail::format("{} at {}", inst.revision, inst.endpoint));
+      if (!record_create(rev, created)) co_return;
+      adopted.emplace(std::move(*created));
     }
+    const Instance& inst = *adopted;
     if (wake_) wake_->notify_all();
     auto ready = co_await detail::call(
         scope, clock_, options_.ready_deadline, [&] { return detail::format("orchestrator.wait_ready({})", inst.id); },
         orch_.wait_ready(inst));
-    if (!members_.contains(inst.id)) co_return;
+    if (!record_ready(inst, ready)) co_return;
+    if (options_.min_ready > Duration::zero()) {
+      co_await detail::sleep_for(clock_, options_.min_ready);
+      if (!members_.contains(inst.id)) co_return;
+    }
+    record_available(inst);
+  }
+
+  /// `bring_up`'s create has returned: records the new instance, or the failure.
+  /// Returns whether there is an instance to wait for.
+  bool record_create(const Revision& rev, const result<Instance>& created) {
+    --pending_creates_;
+    if (!created) {
+      note_failure(detail::format("create({})", rev), created.error());
+      if (wake_) wake_->notify_all();
+      return false;
+    }
+    ++report_.created;
+    add_member(*created, MemberState::starting);
+    ctx_.emit(EventKind::instance_created, created->id, detail::format("{} at {}", created->revision, created->endpoint));
+    return true;
+  }
+
+  /// `bring_up`'s wait_ready has returned: false if the instance is gone or
+  /// failed (recorded), true if it is ready (then warming, with a `min_ready`).
+  bool record_ready(const Instance& inst, const result<void>& ready) {
+    if (!members_.contains(inst.id)) return false;
     if (!ready) {
       set_state(inst.id, MemberState::failed);
       note_failure(inst.id, ready.error());  // names the call: "orchestrator.wait_ready(v2-0001) timed out after 5m"
       if (wake_) wake_->notify_all();
-      co_return;
+      return false;
     }
-    if (options_.min_ready > Duration::zero()) {
-      set_state(inst.id, MemberState::warming);
-      co_await detail::sleep_for(clock_, options_.min_ready);
-      if (!members_.contains(inst.id)) co_return;
-    }
+    if (options_.min_ready > Duration::zero()) set_state(inst.id, MemberState::warming);
+    return true;
+  }
+
+  /// `bring_up`'s instance counts as available from now on.
+  void record_available(const Instance& inst) {
     set_state(inst.id, MemberState::available);
     known_available_.insert(inst.id);
     progress();
@@ -471,6 +490,11 @@ private:
   boost::asio::awaitable<void> retire_one(detail::TaskScope scope, Instance inst, bool was_old) {
     auto r = co_await with_retry<void>([&] { return detail::format("orchestrator.retire({})", inst.id); },
                                        [&] { return orch_.retire(inst); }, &scope);
+    record_retire(inst, was_old, r);
+  }
+
+  /// `retire_one`'s retire has returned: records the retirement, or the failure.
+  void record_retire(const Instance& inst, bool was_old, const result<void>& r) {
     if (!r) {
       // Still there, drained, in an unknown state: it no longer counts as serving.
       // It holds a place in the fleet until the next pass's list() shows it again;
