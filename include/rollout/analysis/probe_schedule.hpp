@@ -10,6 +10,7 @@
 #include <rollout/core/error.hpp>
 #include <rollout/detail/format.hpp>
 #include <rollout/detail/race.hpp>
+#include <rollout/detail/scoped_call.hpp>
 #include <rollout/detail/task.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -143,44 +144,32 @@ namespace detail {
 
 /// `probe_once` for a probe made from a `Task` (a worker of `scoped_for_each`):
 /// the same results and details, but the timeout cancels the task's own thread
-/// through `scope` (as `call(scope, ...)` does) instead of racing a child
-/// coroutine spawned per probe. A healthy result that arrives is used even if the
+/// through `scope` instead of racing a child coroutine spawned per probe (see
+/// `scoped_attempts`). A healthy result that arrives is used even if the
 /// timeout fired at the same moment; an unhealthy one after it is a timeout. If
-/// the task was stopped, a result that arrived is returned, and otherwise the
-/// cancellation propagates (`operation_aborted`, or the probe's own exception).
-/// The probe's changes to its thread's cancellation settings end with the probe.
+/// the task was stopped, a healthy result that arrived is returned, and
+/// otherwise the cancellation propagates (`operation_aborted`, or the probe's
+/// own exception). Not a coroutine itself; co_await it at once.
 template <Clock C, HealthProbe P>
 boost::asio::awaitable<HealthResult> probe_once(TaskScope scope, const C& clock, P& probe, const Instance& instance,
                                                 Duration timeout) {
-  const auto started = clock.now();
-  auto timer = clock.make_timer(co_await boost::asio::this_coro::executor);
-  timer.expires_at(add_saturating(started, timeout));
-  const bool throws_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
-  auto deadline = scope.arm(timer);
-  std::optional<HealthResult> r;
-  std::exception_ptr thrown;
-  std::string why;
-  try {
-    r.emplace(co_await probe.check(instance));
-  } catch (const std::exception& e) {
-    thrown = std::current_exception();
-    why = e.what();
-  }
-  const bool expired = deadline.disarm();
-  timer.cancel();
-  if (scope.stopping()) {
-    if (r) co_return std::move(*r);
-    std::rethrow_exception(thrown);
-  }
-  // The deadline's cancellation was this probe's: clear it, and undo what the
-  // probe set for the thread (see `call(scope, ...)`).
-  co_await boost::asio::this_coro::reset_cancellation_state();
-  co_await boost::asio::this_coro::throw_if_cancelled(throws_if_cancelled);
-  if (r && (r->healthy || !expired)) co_return std::move(*r);
-  if (expired) {
-    co_return HealthResult::down(detail::format("probe.check timed out after {}", format_duration(timeout)), clock.now() - started);
-  }
-  co_return HealthResult::down(detail::format("probe.check threw: {}", why), clock.now() - started);
+  return scoped_attempts<HealthResult>(
+      std::move(scope), clock, timeout, [&probe, &instance] { return probe.check(instance); },
+      [](const HealthResult& h) { return h.healthy; },
+      [clock, timeout, started = clock.now()](std::optional<HealthResult>& r, bool expired, const std::exception_ptr& thrown,
+                                              int) -> std::optional<Duration> {
+        if (r && !expired) return std::nullopt;  // an unhealthy answer in time
+        if (expired) {
+          r = HealthResult::down(detail::format("probe.check timed out after {}", format_duration(timeout)), clock.now() - started);
+          return std::nullopt;
+        }
+        try {
+          std::rethrow_exception(thrown);
+        } catch (const std::exception& e) {
+          r = HealthResult::down(detail::format("probe.check threw: {}", e.what()), clock.now() - started);
+        }
+        return std::nullopt;
+      });
 }
 
 }  // namespace detail

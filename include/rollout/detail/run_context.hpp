@@ -14,6 +14,7 @@
 #include <rollout/detail/format.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/retry.hpp>
+#include <rollout/detail/scoped_call.hpp>
 #include <rollout/detail/task.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -161,63 +162,28 @@ std::optional<Duration> attempt_failed(const What& what, Duration timeout, bool 
 /// `make()` (returning `awaitable<result<T>>`) until one returns a value, fails
 /// with an error that is not transient, or `backoff->max_attempts` attempts
 /// have been made (one without a `backoff`), sleeping `backoff->delay` on
-/// `clock` in between. Returns the last attempt's result. Each attempt is bounded
-/// as `call(scope, ...)` describes; a stop during the sleep propagates as
-/// `operation_aborted`.
+/// `clock` in between. Returns the last attempt's result, named as `call`
+/// names it. Each attempt is bounded as `scoped_attempts` describes, which also
+/// says what a stop does. Not a coroutine itself; co_await it at once.
 template <class T, Clock C, std::invocable What, class Make>
 boost::asio::awaitable<result<T>> call_attempts(TaskScope scope, const C& clock, Duration timeout, What what, Make make,
                                                 const Backoff* backoff, JitterEngine* rng) {
-  // (Every local and temporary of a coroutine takes room in its frame, for as
-  // long as the frame lives, so errors are built by a plain function.)
-  const bool throws_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
-  for (int k = 1;; ++k) {
-    std::optional<result<T>> r;
-    std::exception_ptr thrown;
-    bool expired = false;
-    {
-      auto timer = clock.make_timer(scope.executor());
-      timer.expires_at(add_saturating(clock.now(), timeout));
-      auto deadline = scope.arm(timer);
-      try {
-        r.emplace(co_await make());
-      } catch (const std::exception&) {
-        thrown = std::current_exception();
-      }
-      expired = deadline.disarm();
-      timer.cancel();
-    }
-    if (scope.stopping()) {
-      if (r && *r) co_return std::move(*r);
-      if (thrown) std::rethrow_exception(thrown);
-      throw boost::system::system_error(boost::asio::error::operation_aborted);
-    }
-    // The deadline's cancellation was this attempt's, not the task owner's: clear
-    // it so that the task's next await (a retry, a sleep) is not refused. Also
-    // undo what the policy may have set for the thread it ran in (its filter,
-    // whether cancellation throws): a child coroutine would have kept that to itself.
-    co_await boost::asio::this_coro::reset_cancellation_state();
-    co_await boost::asio::this_coro::throw_if_cancelled(throws_if_cancelled);
-    if (r && *r) co_return std::move(*r);
-    if (auto wait = attempt_failed(what, timeout, expired, thrown, r, k, backoff, rng)) {
-      co_await sleep_for(clock, *wait);
-      continue;
-    }
-    co_return std::move(*r);
-  }
+  return scoped_attempts<result<T>>(
+      std::move(scope), clock, timeout, std::move(make), [](const result<T>& r) { return r.has_value(); },
+      [what = std::move(what), timeout, backoff, rng](std::optional<result<T>>& r, bool expired, const std::exception_ptr& thrown,
+                                                      int attempt) {
+        return attempt_failed(what, timeout, expired, thrown, r, attempt, backoff, rng);
+      });
 }
 
 /// `call` for a coroutine running in a `Task`: the same errors and names, but
 /// the deadline cancels the task's own thread (through `scope`) instead of a
-/// child coroutine spawned for the call, so a bounded call holds one timer and
-/// no second thread, frame chain or parallel group. A value that arrives is
-/// used even if the deadline fired at the same moment (the deadline is armed
-/// behind the call's own timers: see `TaskScope::arm`); an error or exception
-/// after the deadline fired is a timeout. If the task was stopped (its owner's
-/// cancellation), an error or exception propagates as `operation_aborted` (or
-/// the policy's own exception), as a cancelled `call` would. The policy runs in
-/// the task's thread: cancellation settings it changes there (`throw_if_cancelled`,
-/// `reset_cancellation_state`) are restored when the call returns. Not a
-/// coroutine itself: it is `call_attempts` with one attempt.
+/// child coroutine spawned for the call (see `scoped_attempts`). A value that
+/// arrives is used even if the deadline fired at the same moment; an error or
+/// exception after the deadline fired is a timeout. If the task was stopped (its
+/// owner's cancellation), an error or exception propagates as
+/// `operation_aborted` (or the policy's own exception), as a cancelled `call`
+/// would. Not a coroutine itself: it is `call_attempts` with one attempt.
 template <Clock C, class T, std::invocable What>
 boost::asio::awaitable<result<T>> call(TaskScope scope, const C& clock, Duration timeout, What what,
                                        boost::asio::awaitable<result<T>> aw) {
