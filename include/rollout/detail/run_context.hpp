@@ -206,24 +206,23 @@ boost::asio::awaitable<T> shielded_scope(F make) {
                                            boost::asio::bind_cancellation_slot(st->signal.slot(), boost::asio::use_awaitable));
 }
 
-/// One `lb.apply(split)`, bounded by `timeout` through `scope` (the switch's own coroutine).
-template <LoadBalancer LB, Clock C>
-boost::asio::awaitable<result<void>> apply_once(LB& lb, const C& clock, const TrafficSplit& split, Duration timeout,
-                                                const TaskScope& scope) {
-  return call(scope, clock, timeout, [&split] { return detail::format("lb.apply({})", split); }, lb.apply(split));
-}
-
-/// The retried switch `apply_verified` runs shielded.
+/// The retried switch `apply_verified` runs shielded: every attempt of
+/// `lb.apply(split)` bounded by `timeout` through `scope` (the switch's own
+/// coroutine), the attempts and their backoff in one frame (`scoped_attempts`).
 template <LoadBalancer LB, Clock C>
 boost::asio::awaitable<result<void>> apply_verified_body(LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout,
                                                          const Backoff& backoff, JitterEngine& rng, TaskScope scope) {
-  auto r = co_await retry(
-      ctx.clock(), backoff, rng, [&] { return apply_once(lb, ctx.clock(), split, timeout, scope); },
-      [&](int attempt, const Error& e, std::optional<Duration> wait) {
+  const auto what = [&split] { return detail::format("lb.apply({})", split); };
+  auto r = co_await scoped_attempts<result<void>>(
+      std::move(scope), ctx.clock(), timeout, [&] { return lb.apply(split); }, [](const result<void>& v) { return v.has_value(); },
+      [&](std::optional<result<void>>& v, bool expired, const std::exception_ptr& thrown, int attempt) {
+        const auto wait = attempt_failed(what, timeout, expired, thrown, v, attempt, &backoff, &rng);
+        const Error& e = v->error();
         ctx.emit(EventKind::lb_error, split.sole_group().value_or(""),
                  wait ? detail::format("attempt {} failed: {}; retrying in {}", attempt, e.message, format_duration(*wait))
                       : detail::format("attempt {} failed: {}; giving up", attempt, e.message),
                  split, e.code);
+        return wait;
       });
   if (r) ctx.emit(EventKind::traffic_applied, split.sole_group().value_or(""), "verified by read-back", split);
   co_return r;
