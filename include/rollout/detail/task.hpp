@@ -91,11 +91,11 @@ public:
   /// Arms a deadline: `timer` (already set to expire) cancels this task's thread
   /// (terminal) when it fires, unless the returned `Deadline` is disarmed first.
   /// One at a time. The wait is registered on the executor's next turn, after the
-  /// awaited call has started: a call that ends at the very instant of its
-  /// deadline wins the tie (timers due at one instant fire in the order they were
-  /// armed, under the simulated clock as with Asio's timer queue). Until then,
-  /// and afterwards, the handlers only touch `timer` while the deadline is armed,
-  /// so `timer` must outlive the `Deadline`.
+  /// awaited call has started: under the simulated clock, where timers due at one
+  /// instant fire in the order they were armed, a call that ends at the very
+  /// instant of its deadline wins the tie (real timers seldom share an instant).
+  /// The handlers touch `timer` only while the deadline is armed, so `timer` must
+  /// outlive the `Deadline`.
   template <class Timer>
   [[nodiscard]] Deadline arm(Timer& timer) {
     const auto gen = ++st_->deadline;
