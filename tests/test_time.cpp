@@ -80,6 +80,18 @@ asio::awaitable<result<int>> slow_result(SimClock c, Duration d, result<int> v, 
   co_return v;
 }
 
+/// Stops `task` from a coroutine of its own, runs the clock until nothing is left,
+/// and says whether the stop returned (it joins the task, whatever the task did).
+bool stop_and_join(asio::io_context& io, SimClock& clock, detail::Task& task) {
+  bool joined = false;
+  asio::co_spawn(io, task.stop(), [&](std::exception_ptr e) {
+    rethrow(e);
+    joined = true;
+  });
+  clock.run(io);
+  return joined;
+}
+
 bool is_aborted(std::exception_ptr e) {
   if (!e) return false;
   try {
@@ -510,13 +522,7 @@ TEST_CASE("probe_once in a task: timeout through the task's scope, exceptions ab
   detail::Task stopped;
   stopped.start(io.get_executor(), [&](detail::TaskScope scope) { return probes(std::move(scope), clock, &slow, i, &none, 1min); });
   clock.run_for(io, 10s);
-  bool joined = false;
-  asio::co_spawn(io, stopped.stop(), [&](std::exception_ptr e) {
-    rethrow(e);
-    joined = true;
-  });
-  clock.run(io);
-  CHECK(joined);
+  CHECK(stop_and_join(io, clock, stopped));
   CHECK(none.empty());
   CHECK(is_aborted(stopped.error()));
   CHECK(clock.pending_timers() == 0);
@@ -553,10 +559,7 @@ TEST_CASE("HealthMonitor probes in rounds on the schedule, bounded, and reports 
   clock.run_for(io, 40s);  // rounds at 25 (passes), 35, 45 and 55 s (fails three times)
   CHECK(events.back() == "instance_unhealthy:i2@55.2s");
   CHECK(mon.rounds() == 6);
-  bool stopped = false;
-  asio::co_spawn(io, task.stop(), [&](std::exception_ptr) { stopped = true; });
-  clock.run(io);
-  CHECK(stopped);
+  CHECK(stop_and_join(io, clock, task));
   CHECK(task.done());
   CHECK(is_aborted(task.error()));
   CHECK(detail::live_tasks() == 0);
@@ -617,13 +620,7 @@ TEST_CASE("a bounded call in a Task: value in time, timeout that cancels only th
   stopped.start(io.get_executor(),
                 [&](detail::TaskScope scope) { return one_call(std::move(scope), clock, what, note, &stop_cancelled, &after_call); });
   clock.run_for(io, 1s);
-  bool joined = false;
-  asio::co_spawn(io, stopped.stop(), [&](std::exception_ptr e) {
-    rethrow(e);
-    joined = true;
-  });
-  clock.run(io);
-  CHECK(joined);
+  CHECK(stop_and_join(io, clock, stopped));
   CHECK(stop_cancelled);
   CHECK_FALSE(after_call);
   CHECK(is_aborted(stopped.error()));
@@ -687,13 +684,7 @@ TEST_CASE("call_attempts in a Task: retries transient errors and timeouts with b
   detail::Task stopped;
   stopped.start(io.get_executor(), [&](detail::TaskScope scope) { return calls(std::move(scope), clock, what, attempt, &b, &rng, note); });
   clock.run_for(io, 500ms);
-  bool joined = false;
-  asio::co_spawn(io, stopped.stop(), [&](std::exception_ptr e) {
-    rethrow(e);
-    joined = true;
-  });
-  clock.run(io);
-  CHECK(joined);
+  CHECK(stop_and_join(io, clock, stopped));
   CHECK(seen.empty());
   CHECK(next == 1);
   CHECK(is_aborted(stopped.error()));
