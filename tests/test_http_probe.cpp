@@ -72,6 +72,14 @@ HealthResult http(std::string path, HttpProbeOptions o = {}) {
   return check(probe, s);
 }
 
+/// Options probing `path` over kept-alive connections.
+HttpProbeOptions keep_alive(std::string path) {
+  HttpProbeOptions o;
+  o.path = std::move(path);
+  o.keep_alive = true;
+  return o;
+}
+
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
@@ -144,9 +152,7 @@ TEST_CASE("body check and HEAD") {
 }
 
 TEST_CASE("keep-alive reuses one connection, and replaces one the server closed") {
-  HttpProbeOptions o;
-  o.path = "/ok";
-  o.keep_alive = true;
+  auto o = keep_alive("/ok");
   asio::io_context io;
   TestHttpServer server(io);
   HttpProbe reuse(o);
@@ -169,9 +175,7 @@ TEST_CASE("keep-alive reuses one connection, and replaces one the server closed"
 }
 
 TEST_CASE("keep-alive with overlapping probes keeps up to max_idle_per_endpoint connections") {
-  HttpProbeOptions o;
-  o.path = "/ok";
-  o.keep_alive = true;
+  auto o = keep_alive("/ok");
   o.max_idle_per_endpoint = 3;
   asio::io_context io;
   TestHttpServer server(io);
@@ -203,6 +207,57 @@ TEST_CASE("keep-alive with overlapping probes keeps up to max_idle_per_endpoint 
   HttpProbeOptions bad;
   bad.max_idle_per_endpoint = 0;
   CHECK_THROWS_WITH_AS(HttpProbe{bad}, doctest::Contains("max_idle_per_endpoint"), invalid_option);
+}
+
+TEST_CASE("keep-alive does not reuse a connection that sent more than one response") {
+  auto o = keep_alive("/extra");
+  asio::io_context io;
+  TestHttpServer server(io);
+  HttpProbe probe(o);
+  HealthResult first, second;
+  auto body = [&]() -> asio::awaitable<void> {
+    first = co_await probe.check(at(server.port()));
+    second = co_await probe.check(at(server.port()));
+    server.stop();
+  };
+  asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  CHECK(first.healthy);
+  CHECK(second.healthy);
+  // The unasked-for second response must not be taken as the answer to the
+  // second probe: that probe opens its own connection and the server answers it.
+  CHECK(server.connections() == 2);
+  CHECK(server.requests() == 2);
+  CHECK(probe.idle_connections() == 0);
+}
+
+TEST_CASE("keep-alive closes connections idle for idle_timeout, also to endpoints no longer probed") {
+  auto o = keep_alive("/ok");
+  o.idle_timeout = 100ms;
+  asio::io_context io;
+  TestHttpServer kept(io, "kept"), gone(io, "gone");
+  HttpProbe probe(o);
+  std::size_t idle_before = 0, idle_after = 0;
+  bool healthy = true;
+  auto body = [&]() -> asio::awaitable<void> {
+    healthy = (co_await probe.check(at(kept.port()))).healthy && healthy;
+    healthy = (co_await probe.check(at(gone.port()))).healthy && healthy;
+    idle_before = probe.idle_connections();
+    healthy = (co_await probe.check(at(kept.port()))).healthy && healthy;  // within idle_timeout: reused
+    asio::steady_timer t(io, 250ms);
+    co_await t.async_wait(asio::use_awaitable);
+    healthy = (co_await probe.check(at(kept.port()))).healthy && healthy;  // after it: both idle ones closed
+    idle_after = probe.idle_connections();
+    kept.stop();
+    gone.stop();
+  };
+  asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  CHECK(healthy);
+  CHECK(idle_before == 2);
+  CHECK(kept.connections() == 2);  // one for the first two probes, a new one after the timeout
+  CHECK(gone.connections() == 1);
+  CHECK(idle_after == 1);  // the new connection to `kept`; the one to `gone` was closed
 }
 
 TEST_CASE("the strategy's timeout cancels a probe in flight") {

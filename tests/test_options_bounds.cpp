@@ -301,6 +301,8 @@ std::vector<Bad> bad_values() {
       {"timeout", "0s", [] { http([](auto& o) { o.timeout = 0s; }); }},
       {"timeout", "forever", [] { http([](auto& o) { o.timeout = Duration::max(); }); }},
       {"max_idle_per_endpoint", "0", [] { http([](auto& o) { o.max_idle_per_endpoint = 0; }); }},
+      {"idle_timeout", "0s", [] { http([](auto& o) { o.idle_timeout = 0s; }); }},
+      {"idle_timeout", "forever", [] { http([](auto& o) { o.idle_timeout = Duration::max(); }); }},
       {"body_limit", "0", [] { http([](auto& o) { o.body_limit = 0; }); }},
       {"header_limit", "0", [] { http([](auto& o) { o.header_limit = 0; }); }},
       {"timeout", "0s", [] { TcpProbe p(0s); }},

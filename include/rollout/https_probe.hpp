@@ -13,6 +13,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/ssl/verify_mode.hpp>
@@ -67,10 +68,9 @@ public:
     namespace beast = boost::beast;
     const auto started = std::chrono::steady_clock::now();
     const auto elapsed = [&] { return Duration(std::chrono::steady_clock::now() - started); };
-    auto connected = co_await detail::http_connect(instance.endpoint, opts_.http.timeout);
-    if (auto* err = std::get_if<std::string>(&connected)) co_return HealthResult::down(*err, elapsed());
-    auto& tcp = std::get<std::unique_ptr<beast::tcp_stream>>(connected);
-    beast::ssl_stream<beast::tcp_stream> stream(std::move(*tcp), *ctx_);
+    beast::tcp_stream tcp(co_await asio::this_coro::executor);
+    if (auto err = co_await detail::http_connect(tcp, instance.endpoint, opts_.http.timeout)) co_return HealthResult::down(std::move(*err), elapsed());
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), *ctx_);
     const std::string name = opts_.server_name.empty() ? instance.endpoint.host : opts_.server_name;
     if (!SSL_set_tlsext_host_name(stream.native_handle(), name.c_str())) {
       co_return HealthResult::down(detail::format("TLS: cannot use {:?} as server name", name), elapsed());
@@ -81,7 +81,9 @@ public:
       co_return HealthResult::down(detail::format("TLS handshake with {}: {}", instance.endpoint, detail::describe_http_error(hec, opts_.http.timeout)),
                                    elapsed());
     }
-    auto outcome = co_await detail::http_exchange(stream, opts_.http, instance.endpoint);
+    const std::string request = detail::http_request(opts_.http, instance.endpoint);
+    beast::flat_buffer buffer;
+    auto outcome = co_await detail::http_exchange(stream, opts_.http, request, buffer);
     outcome.result.latency = elapsed();
     co_return std::move(outcome.result);
   }

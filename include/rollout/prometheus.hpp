@@ -286,9 +286,10 @@ private:
     namespace asio = boost::asio;
     namespace beast = boost::beast;
     namespace http = beast::http;
-    auto connected = co_await detail::http_connect(opts_.server, opts_.timeout);
-    if (auto* err = std::get_if<std::string>(&connected)) co_return Error(errc::query_failed, detail::format("prometheus: {}", *err));
-    auto& stream = *std::get<std::unique_ptr<beast::tcp_stream>>(connected);
+    beast::tcp_stream stream(co_await asio::this_coro::executor);
+    if (auto err = co_await detail::http_connect(stream, opts_.server, opts_.timeout)) {
+      co_return Error(errc::query_failed, detail::format("prometheus: {}", *err));
+    }
     http::request<http::empty_body> req{http::verb::get, target, 11};
     req.set(http::field::host, detail::format("{}:{}", opts_.server.host, opts_.server.port));
     req.set(http::field::user_agent, "rollout");

@@ -237,11 +237,13 @@ private:
   boost::asio::awaitable<result<void>> post(const Target& t, const std::string& body) {
     namespace asio = boost::asio;
     namespace beast = boost::beast;
-    auto connected = co_await detail::http_connect(Endpoint{t.host, t.port}, opts_.timeout);
-    if (auto* err = std::get_if<std::string>(&connected)) co_return Error(errc::lb_unavailable, detail::format("webhook {}: {}", t.url, *err));
-    auto& tcp = std::get<std::unique_ptr<beast::tcp_stream>>(connected);
-    if (!t.tls) co_return co_await exchange(*tcp, t, body);
-    beast::ssl_stream<beast::tcp_stream> stream(std::move(*tcp), *tls_);
+    const Endpoint ep(t.host, t.port);
+    beast::tcp_stream tcp(co_await asio::this_coro::executor);
+    if (auto err = co_await detail::http_connect(tcp, ep, opts_.timeout)) {
+      co_return Error(errc::lb_unavailable, detail::format("webhook {}: {}", t.url, *err));
+    }
+    if (!t.tls) co_return co_await exchange(tcp, t, body);
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), *tls_);
     SSL_set_tlsext_host_name(stream.native_handle(), t.host.c_str());
     stream.set_verify_callback(asio::ssl::host_name_verification(t.host));
     auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));

@@ -24,10 +24,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   opts.body_limit = 4096;
   opts.header_limit = 1024;
   opts.body_contains = "ok";
-  const rollout::Endpoint ep("127.0.0.1", 8080);  // outlives the coroutine, which holds it by reference
+  // Both outlive the coroutine, which holds them by reference.
+  const std::string request = rollout::detail::http_request(opts, rollout::Endpoint("127.0.0.1", 8080));
+  boost::beast::flat_buffer buffer;
   bool done = false;
   rollout::detail::HttpExchange out;
-  boost::asio::co_spawn(io, rollout::detail::http_exchange(client, opts, ep),
+  boost::asio::co_spawn(io, rollout::detail::http_exchange(client, opts, request, buffer),
                         [&](std::exception_ptr e, rollout::detail::HttpExchange x) {
                           if (e) std::abort();  // a malformed response is a failed probe, never an exception
                           out = std::move(x);

@@ -5,6 +5,7 @@
 //
 //   /ok                200 "ok" (keep-alive honoured)
 //   /close-after       200 "ok" announcing keep-alive, then closes the connection anyway
+//   /extra             200 "ok" with keep-alive, followed by a second response nobody asked for
 //   /status/<code>     that status
 //   /body              200 "status: green"
 //   /name              200 with the server's name (for load-balancing tests)
@@ -152,6 +153,8 @@ private:
         co_await http::async_write(*s, res, asio::use_awaitable);
         s->close();
         co_return;
+      } else if (target == "/extra") {
+        co_await write_raw(*s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
       } else if (target == "/slow") {
         ++in_flight_;
         const bool slept = co_await sleep(std::chrono::seconds(5));
