@@ -30,15 +30,18 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <csignal>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -147,6 +150,23 @@ private:
   static boost::process::v2::process start(const boost::asio::any_io_executor& ex, const std::filesystem::path& exe,
                                            const std::vector<std::string>& args,
                                            const std::vector<std::pair<std::string, std::string>>& env) {
+#if defined(BOOST_PROCESS_V2_PIDFD_OPEN)
+    // Boost.Process 1.81 opens a pidfd for the child only after it has started.
+    // Where pidfd_open is refused (Linux before 5.3, valgrind 3.19, some
+    // seccomp profiles) that throws, and the child runs on with nobody to stop
+    // it. So refuse before starting anything.
+    static const int pidfd_errno = [] {
+      const long fd = ::syscall(SYS_pidfd_open, ::getpid(), 0);
+      if (fd < 0) return errno;
+      ::close(static_cast<int>(fd));
+      return 0;
+    }();
+    if (pidfd_errno != 0) {
+      throw invalid_option("executable", exe.string(),
+                           detail::format("could not be started: pidfd_open is refused here ({}), and Boost.Process needs it to own the child",
+                                          std::generic_category().message(pidfd_errno)));
+    }
+#endif
     ChildEnvironment environment(env);
     try {
       return boost::process::v2::process(ex, exe, args, environment, CloseInheritedDescriptors{});
