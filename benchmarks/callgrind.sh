@@ -4,6 +4,9 @@
 #   - one canary step     (scale_bench --only canary: 6 steps per canary)
 #   - one rolling instance-step (scale_bench --only rolling: 4 per replacement)
 #   - one blue-green probe      (scale_bench --only blue_green: 1 per probe)
+#   - one HttpProbe check against examples/sample_service (probe_bench
+#     --probes), kept-alive one at a time and 128 at a time, and with a new
+#     connection each; only the probing process is counted, not the server
 # Each figure is the difference between two sizes divided by the difference in
 # steps, so start-up and one-off costs cancel out. Then (not with --smoke) the
 # compiler's instructions for compile_bench's Asio-only and umbrella TUs.
@@ -18,7 +21,8 @@ command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installe
 [ -x "$bench" ] || { echo "callgrind.sh: $bench is not built"; exit 1; }
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+service_pid=
+trap 'rm -rf "$tmp"; [ -z "$service_pid" ] || kill "$service_pid" 2>/dev/null || true' EXIT
 
 # measure <scenario> <size>: sets $ir (instructions of one run) and $steps (its instance-steps)
 measure() {
@@ -46,6 +50,48 @@ row canary "$c1" "$c2" canaries
 row rolling "$r1" "$r2" instances
 row blue_green "$g1" "$g2" "switches of 100"
 echo "(canary: per plan step or promotion; rolling: per created/ready/retiring/retired transition; blue_green: per probe)"
+
+# HttpProbe's instructions per check, against a sample_service this script
+# starts on a free port and stops by PID (probe_bench's timed table cannot run
+# under valgrind: valgrind 3.19 refuses pidfd_open, which starting a process needs).
+probe_bench="$(dirname "$bench")/probe_bench"
+service="$(dirname "$bench")/../examples/sample_service"
+if [ -x "$probe_bench" ] && [ -x "$service" ]; then
+  "$service" --port 0 --version v1 >"$tmp/service" 2>&1 &
+  service_pid=$!
+  tries=0
+  until grep -q "listening on" "$tmp/service"; do
+    tries=$((tries + 1))
+    [ "$tries" -le 100 ] || { echo "callgrind.sh: sample_service did not start: $(cat "$tmp/service")"; exit 1; }
+    sleep 0.1
+  done
+  port=$(sed -n 's/listening on //p' "$tmp/service")
+  # probe_ir <probes> <mode...>: sets $ir (instructions of one probe_bench run)
+  probe_ir() {
+    n=$1; shift
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$probe_bench" --probes "$n" --port "$port" "$@" >"$tmp/out" 2>"$tmp/err" \
+      || { echo "callgrind.sh: probe_bench failed: $(cat "$tmp/out")"; exit 1; }
+    ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/err" | tail -1)
+  }
+  # probe_row <label> <mode...>
+  probe_row() {
+    label=$1; shift
+    probe_ir "$p1" "$@"; a=$ir
+    probe_ir "$p2" "$@"; b=$ir
+    echo "| $label | $p1 -> $p2 | $a | $b | $(( (b - a) / (p2 - p1) )) |"
+  }
+  if [ "$smoke" = 1 ]; then p1=50; p2=100; else p1=2000; p2=4000; fi
+  echo
+  echo "HttpProbe instructions per check under callgrind ($probe_bench against examples/sample_service)"
+  echo "| connections, concurrency | probes | instructions (small) | instructions (large) | instructions per probe |"
+  echo "|---|---|---|---|---|"
+  probe_row "keep-alive, 1" --concurrency 1
+  probe_row "keep-alive, 128" --concurrency 128
+  probe_row "new per probe, 1" --concurrency 1 --new-connections
+  kill "$service_pid"
+  wait "$service_pid" 2>/dev/null || true
+  service_pid=
+fi
 
 # The compiler's own instructions for the Asio-only TU and the umbrella TU
 # (compile_bench's first two rows): CPU seconds of a 2-second compile move by

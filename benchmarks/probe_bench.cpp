@@ -7,6 +7,12 @@
 // machine's cores, for both.
 //
 // Usage: probe_bench [--smoke] [--seconds S]
+//        probe_bench --probes N --port P [--concurrency C] [--new-connections]
+// The second form makes exactly N probes (C at a time, default 1) of a server
+// already listening on 127.0.0.1:P and prints how many failed, with no timing.
+// It is for callgrind, whose instruction counts do not depend on the machine's
+// load (benchmarks/callgrind.sh starts the server and runs it). It starts no
+// process itself: valgrind 3.19 lacks pidfd_open, which Boost.Process needs.
 #include <rollout/http_probe.hpp>
 #include <rollout/process_orchestrator.hpp>
 #include <rollout/tcp_probe.hpp>
@@ -47,19 +53,25 @@ struct ProbeRun {
   std::uint64_t failed = 0;
 };
 
-/// `concurrency` coroutines probing `target` back to back for `seconds`.
-ProbeRun probe_run(asio::io_context& io, const Instance& target, bool keep_alive, int concurrency, double seconds) {
+HttpProbeOptions bench_options(bool keep_alive, int concurrency) {
   HttpProbeOptions o;
   o.path = "/health";
   o.keep_alive = keep_alive;
   o.max_idle_per_endpoint = static_cast<std::size_t>(concurrency);
   o.timeout = 2s;
-  HttpProbe probe(o);
+  return o;
+}
+
+/// `concurrency` coroutines probing `target` back to back; each checks `until()`
+/// before it starts a probe and stops when it returns true. Returns the successful and the failed probes.
+template <class Until>
+std::pair<std::uint64_t, std::uint64_t> probe_loop(asio::io_context& io, const Instance& target, bool keep_alive, int concurrency,
+                                                   Until until) {
+  HttpProbe probe(bench_options(keep_alive, concurrency));
   std::uint64_t ok = 0, failed = 0;
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
   int running = concurrency;
   auto worker = [&]() -> asio::awaitable<void> {
-    while (std::chrono::steady_clock::now() < until) {
+    while (!until()) {
       const auto r = co_await probe.check(target);
       if (r.healthy) {
         ++ok;
@@ -69,10 +81,18 @@ ProbeRun probe_run(asio::io_context& io, const Instance& target, bool keep_alive
     }
     --running;
   };
-  const auto t0 = std::chrono::steady_clock::now();
   for (int k = 0; k < concurrency; ++k) asio::co_spawn(io, worker(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
   io.restart();
   while (running > 0) io.run_one();
+  return {ok, failed};
+}
+
+/// `concurrency` coroutines probing `target` back to back for `seconds`.
+ProbeRun probe_run(asio::io_context& io, const Instance& target, bool keep_alive, int concurrency, double seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto until = t0 + std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
+  const auto [ok, failed] =
+      probe_loop(io, target, keep_alive, concurrency, [&] { return std::chrono::steady_clock::now() >= until; });
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return ProbeRun{static_cast<double>(ok) / wall, failed};
 }
@@ -105,12 +125,37 @@ WrkRun wrk_run(const Endpoint& ep, bool keep_alive, int concurrency, double seco
 int main(int argc, char** argv) {
   bool smoke = false;
   double seconds = 3;
+  std::uint64_t probes = 0;  // > 0: the fixed-count mode
+  int count_concurrency = 1;
+  bool count_keep_alive = true;
+  unsigned short count_port = 0;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--smoke") == 0) smoke = true;
     else if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) seconds = std::stod(argv[++i]);
+    else if (std::strcmp(argv[i], "--probes") == 0 && i + 1 < argc) probes = std::stoull(argv[++i]);
+    else if (std::strcmp(argv[i], "--concurrency") == 0 && i + 1 < argc) count_concurrency = std::stoi(argv[++i]);
+    else if (std::strcmp(argv[i], "--new-connections") == 0) count_keep_alive = false;
+    else if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) count_port = static_cast<unsigned short>(std::stoul(argv[++i]));
+    else {
+      fmt::print(stderr, "probe_bench: unknown argument {:?}\n", argv[i]);
+      return 2;
+    }
   }
   if (smoke) seconds = 1;
   asio::io_context io;
+  if (probes > 0) {
+    if (count_port == 0) {
+      fmt::print(stderr, "probe_bench: --probes needs --port\n");
+      return 2;
+    }
+    // Workers stop starting probes once `probes` have finished or are under
+    // way, so exactly `probes` are made.
+    std::uint64_t started = 0;
+    const Instance target("server", Revision{"v1"}, Endpoint{"127.0.0.1", count_port});
+    const auto [ok, failed] = probe_loop(io, target, count_keep_alive, count_concurrency, [&] { return started++ >= probes; });
+    fmt::print("probes {} ok {} failed {}\n", ok + failed, ok, failed);
+    return failed == 0 && ok == probes ? 0 : 1;
+  }
   TcpProbe ready(1s);
   ProcessOrchestratorOptions po;
   po.executable = ROLLOUT_SAMPLE_SERVICE;
@@ -118,10 +163,20 @@ int main(int argc, char** argv) {
   po.ready_poll = 20ms;
   ProcessOrchestrator<TcpProbe> orch(ready, po);
   auto server = run(io, orch.create(Revision{"v1"}));
-  if (!server || !run(io, orch.wait_ready(*server))) {
-    fmt::print(stderr, "could not start the sample service\n");
+  if (!server) {
+    fmt::print(stderr, "could not start the sample service: {}\n", server.error());
     return 1;
   }
+  if (auto ready_result = run(io, orch.wait_ready(*server)); !ready_result) {
+    fmt::print(stderr, "the sample service did not get ready: {}\n", ready_result.error());
+    return 1;
+  }
+  const auto stop_server = [&] {
+    run(io, [&]() -> asio::awaitable<bool> {
+      co_await orch.shutdown();
+      co_return true;
+    }());
+  };
   const bool have_wrk = std::system("command -v wrk >/dev/null 2>&1") == 0;
 
   fmt::print("HttpProbe (1 thread) against wrk -t1, GET /health on examples/sample_service (1 process, 1 thread), {:.0f} s per cell\n",
@@ -148,9 +203,6 @@ int main(int argc, char** argv) {
     }
   }
   fmt::print("Target: probe / wrk >= 0.8\n");
-  run(io, [&]() -> asio::awaitable<bool> {
-    co_await orch.shutdown();
-    co_return true;
-  }());
+  stop_server();
   return all_ok ? 0 : 1;
 }
