@@ -17,11 +17,15 @@
 
 #include <fstream>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #ifndef ROLLOUT_E2E_REPORT
 #error "ROLLOUT_E2E_REPORT must name the file the figures are appended to"
@@ -124,10 +128,22 @@ void report(const std::string& line) {
   std::ofstream(ROLLOUT_E2E_REPORT, std::ios::app) << line << "\n";
 }
 
+/// The phase's figures; with failures, also what failed (the three commonest
+/// kinds over the whole run), so that an unexpected one can be told apart.
 std::string figures(LbKind kind, const Run& r) {
-  return fmt::format("{} through {}: {} | {:.1f} s, {} requests, {} failed ({} HTTP errors, {} connection errors), {} unsent",
-                     r.phase.name, name(kind), r.phase.outcome.status, r.phase.seconds(), r.phase.counts.requests,
-                     r.phase.counts.failed(), r.phase.counts.http_errors, r.phase.counts.conn_errors, r.phase.unsent);
+  std::string line = fmt::format("{} through {}: {} | {:.1f} s, {} requests, {} failed ({} HTTP errors, {} connection errors), {} unsent",
+                                 r.phase.name, name(kind), r.phase.outcome.status, r.phase.seconds(), r.phase.counts.requests,
+                                 r.phase.counts.failed(), r.phase.counts.http_errors, r.phase.counts.conn_errors, r.phase.unsent);
+  std::map<std::string, int> kinds;
+  for (const auto& f : r.load.failures) ++kinds[f.what];
+  std::vector<std::pair<int, std::string>> commonest;
+  for (const auto& [what, n] : kinds) commonest.emplace_back(n, what);
+  std::sort(commonest.begin(), commonest.end(), std::greater<>());
+  if (commonest.size() > 3) commonest.resize(3);
+  for (std::size_t i = 0; i < commonest.size(); ++i) {
+    line += fmt::format("{} {} x {}", i == 0 ? " | failures:" : ",", commonest[i].first, commonest[i].second);
+  }
+  return line;
 }
 
 /// The load really flowed: at least 80% of the configured rate over the phase.
