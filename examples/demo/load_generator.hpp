@@ -81,9 +81,11 @@ struct Counts {
   }
 };
 
-/// A failed request, kept for the reports (when, which revision, how).
+/// A failed request, kept for the reports (when it ended, when it was sent,
+/// which revision, how).
 struct Failure {
   SteadyTime at;
+  SteadyTime sent;
   std::string revision;
   std::string what;
 };
@@ -214,7 +216,7 @@ private:
     const auto slice = static_cast<std::size_t>((now - started_) / std::chrono::milliseconds(100));
     if (slices_.size() <= slice) slices_.resize(slice + 1);
     slices_[slice].by_revision[rev].add(c);
-    if (!ok && snap_.failures.size() < 10000) snap_.failures.push_back(Failure{now, rev, std::move(what)});
+    if (!ok && snap_.failures.size() < 10000) snap_.failures.push_back(Failure{now, began, rev, std::move(what)});
     if (!revision.empty()) metrics_.record(rollout::Revision{revision}, ok, rollout::Duration(now - began));
   }
 
