@@ -24,10 +24,15 @@ tmp=$(mktemp -d)
 service_pid=
 trap 'rm -rf "$tmp"; [ -z "$service_pid" ] || kill "$service_pid" 2>/dev/null || true' EXIT
 
+# collected: sets $ir to the instruction count valgrind wrote to $tmp/err
+collected() {
+  ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/err" | tail -1)
+}
+
 # measure <scenario> <size>: sets $ir (instructions of one run) and $steps (its instance-steps)
 measure() {
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bench" --only "$1" --size "$2" --runs 1 >"$tmp/out" 2>"$tmp/err"
-  ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/err" | tail -1)
+  collected
   steps=$(awk -F'|' '{gsub(/ /, "", $7); print $7}' "$tmp/out" | tail -1)
 }
 
@@ -71,7 +76,7 @@ if [ -x "$probe_bench" ] && [ -x "$service" ]; then
     n=$1; shift
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$probe_bench" --probes "$n" --port "$port" "$@" >"$tmp/out" 2>"$tmp/err" \
       || { echo "callgrind.sh: probe_bench failed: $(cat "$tmp/out")"; exit 1; }
-    ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/err" | tail -1)
+    collected
   }
   # probe_row <label> <mode...>
   probe_row() {
@@ -106,7 +111,7 @@ if [ "$smoke" -eq 0 ]; then
     "$cxx" -std=c++20 -O0 -DBOOST_PROCESS_USE_STD_FS=1 -DBOOST_ASIO_NO_DEPRECATED -I"$include" -E "$tmp/tu.cpp" -o "$tmp/tu.ii"
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$cc1plus" -quiet -std=c++20 -O0 -fpreprocessed "$tmp/tu.ii" \
       -o /dev/null 2>"$tmp/err"
-    ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/err" | tail -1)
+    collected
   }
   echo
   echo "Compiler instructions under callgrind ($("$cxx" --version | head -1), -O0 -std=c++20, cc1plus on the preprocessed TU)"
