@@ -151,6 +151,30 @@ TEST_CASE("body check and HEAD") {
   CHECK(http("/ok", head).healthy);
 }
 
+TEST_CASE("an IPv6 endpoint gets a bracketed Host header") {
+  CHECK(fmt::format("{}", Endpoint{"::1", 8080}) == "[::1]:8080");
+  CHECK(fmt::format("{}", Endpoint{"127.0.0.1", 8080}) == "127.0.0.1:8080");
+  CHECK(fmt::format("{}", Endpoint{"api.internal", 80}) == "api.internal:80");
+  // A real probe of an IPv4-mapped IPv6 address: the traffic goes to 127.0.0.1.
+  asio::io_context io;
+  TestHttpServer server(io);
+  HttpProbeOptions o;
+  o.path = "/ok";
+  HttpProbe probe(o);
+  HealthResult r;
+  const auto port = server.port();
+  auto body = [&]() -> asio::awaitable<void> {
+    r = co_await probe.check(Instance{"i-6", Revision{"v1"}, Endpoint{"::ffff:127.0.0.1", port}});
+    server.stop();
+  };
+  asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  CHECK(r.healthy);
+  const auto got = server.received();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].host == fmt::format("[::ffff:127.0.0.1]:{}", port));
+}
+
 TEST_CASE("keep-alive reuses one connection, and replaces one the server closed") {
   auto o = keep_alive("/ok");
   asio::io_context io;
@@ -336,7 +360,12 @@ namespace {
 using test_support::TestPki;
 using test_support::TlsServer;
 
-HealthResult https_check(const TestPki& pki, HttpsProbeOptions o, std::string host = "127.0.0.1") {
+/// What the TLS server saw of the probe's request.
+struct TlsSeen {
+  std::string server_name, host;
+};
+
+HealthResult https_check(const TestPki& pki, HttpsProbeOptions o, std::string host = "127.0.0.1", TlsSeen* seen = nullptr) {
   asio::io_context io;
   TlsServer server(io, pki);
   o.http.path = "/health";
@@ -349,6 +378,7 @@ HealthResult https_check(const TestPki& pki, HttpsProbeOptions o, std::string ho
   };
   asio::co_spawn(io, body(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
   io.run();
+  if (seen && !server.hosts.empty()) *seen = TlsSeen{server.server_names.back(), server.hosts.back()};
   return r;
 }
 
@@ -375,7 +405,21 @@ TEST_CASE("HTTPS: verified against the test CA, refused without it or for the wr
 
   auto by_dns = trusted;
   by_dns.server_name = "localhost";
-  CHECK(https_check(pki, by_dns).healthy);
+  TlsSeen seen;
+  CHECK(https_check(pki, by_dns, "127.0.0.1", &seen).healthy);
+  CHECK(seen.server_name == "localhost");  // a name goes into SNI ...
+  seen = {};
+  // An IPv6 address (IPv4-mapped, so the traffic goes to 127.0.0.1; the certificate names 127.0.0.1, not this
+  // address, hence no verification here): no SNI (RFC 6066 forbids addresses in it), and a bracketed Host.
+  HttpsProbeOptions unverified;
+  unverified.verify_peer = false;
+  CHECK(https_check(pki, unverified, "::ffff:127.0.0.1", &seen).healthy);
+  CHECK(seen.server_name.empty());  // ... an address does not
+  CHECK(seen.host.starts_with("[::ffff:127.0.0.1]:"));
+  seen = {};
+  CHECK(https_check(pki, trusted, "127.0.0.1", &seen).healthy);
+  CHECK(seen.server_name.empty());
+  CHECK(seen.host.starts_with("127.0.0.1:"));
 
   HttpsProbeOptions opted_out;  // verification off only when asked for
   opted_out.verify_peer = false;

@@ -103,6 +103,21 @@ TEST_CASE("every state change is POSTed as JSON with strategy, revisions, weight
   CHECK(boost::json::parse(got[0].body).as_object()["event"].as_string() == "run_started");
 }
 
+TEST_CASE("a URL with an IPv6 address is delivered to, with a bracketed Host header") {
+  Receiver r;
+  WebhookOptions o;
+  // IPv4-mapped, so the traffic goes to 127.0.0.1; the URL's brackets are not part of the address.
+  o.urls = {fmt::format("http://[::ffff:127.0.0.1]:{}/hook", r.server.port())};
+  WebhookNotifier n(o);
+  deliver(n, {story()[0]});
+  CHECK(n.delivered() == 1);
+  CHECK(n.last_error().empty());
+  const auto got = r.server.received();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].host == fmt::format("[::ffff:127.0.0.1]:{}", r.server.port()));
+  CHECK(got[0].target == "/hook");
+}
+
 TEST_CASE("a receiver that is down: retried with backoff, then counted as failed") {
   WebhookOptions o;
   o.urls = {fmt::format("http://user:pw@127.0.0.1:{}/hook?token=abc", test_support::free_port())};

@@ -104,6 +104,14 @@ inline bool is_secret_header(std::string_view name) {
          lower.find("token") != std::string::npos || lower.find("secret") != std::string::npos;
 }
 
+/// Whether `host` is an IPv4 or IPv6 address rather than a name. TLS sends no
+/// server name for an address: RFC 6066 forbids literal addresses in SNI.
+inline bool is_ip_address(const std::string& host) {
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(host, ec);
+  return !ec;
+}
+
 /// "timed out after 1s", "connection refused", ... for a probe's detail.
 inline std::string describe_http_error(const boost::system::error_code& ec, Duration timeout) {
   namespace http = boost::beast::http;
@@ -146,7 +154,7 @@ inline std::string http_request(const HttpProbeOptions& opts, const Endpoint& ep
   namespace beast = boost::beast;
   namespace http = beast::http;
   http::request<http::empty_body> req{opts.head ? http::verb::head : http::verb::get, opts.path, 11};
-  req.set(http::field::host, detail::format("{}:{}", ep.host, ep.port));
+  req.set(http::field::host, detail::format("{}", ep));  // `[::1]:80` for an IPv6 address
   req.set(http::field::user_agent, "rollout-probe");
   for (const auto& [name, value] : opts.headers) req.set(name, value);
   req.keep_alive(opts.keep_alive);

@@ -72,7 +72,7 @@ public:
     if (auto err = co_await detail::http_connect(tcp, instance.endpoint, opts_.http.timeout)) co_return HealthResult::down(std::move(*err), elapsed());
     beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), *ctx_);
     const std::string name = opts_.server_name.empty() ? instance.endpoint.host : opts_.server_name;
-    if (!SSL_set_tlsext_host_name(stream.native_handle(), name.c_str())) {
+    if (!detail::is_ip_address(name) && !SSL_set_tlsext_host_name(stream.native_handle(), name.c_str())) {
       co_return HealthResult::down(detail::format("TLS: cannot use {:?} as server name", name), elapsed());
     }
     if (opts_.verify_peer) stream.set_verify_callback(asio::ssl::host_name_verification(name));

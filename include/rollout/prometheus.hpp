@@ -291,7 +291,7 @@ private:
       co_return Error(errc::query_failed, detail::format("prometheus: {}", *err));
     }
     http::request<http::empty_body> req{http::verb::get, target, 11};
-    req.set(http::field::host, detail::format("{}:{}", opts_.server.host, opts_.server.port));
+    req.set(http::field::host, detail::format("{}", opts_.server));  // `[::1]:9090` for an IPv6 address
     req.set(http::field::user_agent, "rollout");
     req.set(http::field::accept, "application/json");
     if (opts_.bearer_token) req.set(http::field::authorization, "Bearer " + *opts_.bearer_token);

@@ -96,11 +96,11 @@ public:
       }
       Target t;
       t.tls = u->scheme() == "https";
-      t.host = std::string(u->host());
+      t.host = std::string(u->host_address());  // `::1` for `[::1]`: what connect, resolve and TLS name checks take
       t.port = u->has_port() ? u->port_number() : static_cast<std::uint16_t>(t.tls ? 443 : 80);
       t.target = u->encoded_path().empty() ? std::string("/") : std::string(u->encoded_target());
       // For messages: no user info and no query string, which may carry credentials.
-      t.url = detail::format("{}://{}:{}{}", std::string_view(u->scheme()), t.host, t.port, std::string_view(u->encoded_path()));
+      t.url = detail::format("{}://{}{}", std::string_view(u->scheme()), Endpoint(t.host, t.port), std::string_view(u->encoded_path()));
       targets_.push_back(std::move(t));
     }
     HttpProbeOptions check;  // reuse the header validation (CR/LF injection, token names)
@@ -216,7 +216,7 @@ private:
     namespace asio = boost::asio;
     namespace http = boost::beast::http;
     http::request<http::string_body> req{http::verb::post, t.target, 11};
-    req.set(http::field::host, detail::format("{}:{}", t.host, t.port));
+    req.set(http::field::host, detail::format("{}", Endpoint(t.host, t.port)));
     req.set(http::field::content_type, "application/json");
     req.set(http::field::user_agent, "rollout");
     for (const auto& [k, v] : opts_.headers) req.set(k, v);
@@ -244,7 +244,7 @@ private:
     }
     if (!t.tls) co_return co_await exchange(tcp, t, body);
     beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), *tls_);
-    SSL_set_tlsext_host_name(stream.native_handle(), t.host.c_str());
+    if (!detail::is_ip_address(t.host)) SSL_set_tlsext_host_name(stream.native_handle(), t.host.c_str());
     stream.set_verify_callback(asio::ssl::host_name_verification(t.host));
     auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
     if (hec) co_return Error(errc::lb_unavailable, detail::format("webhook {}: TLS handshake: {}", t.url, hec.message()));

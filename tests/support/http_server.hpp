@@ -61,7 +61,7 @@ public:
 
   /// A request as received (for webhook tests).
   struct Received {
-    std::string target, body, authorization;
+    std::string target, body, authorization, host;
   };
   std::vector<Received> received() const {
     std::lock_guard lock(metrics_mutex_);
@@ -120,7 +120,8 @@ private:
       ++requests_;
       {
         std::lock_guard lock(metrics_mutex_);
-        received_.push_back(Received{std::string(req.target()), req.body(), std::string(req[http::field::authorization])});
+        received_.push_back(Received{std::string(req.target()), req.body(), std::string(req[http::field::authorization]),
+                                      std::string(req[http::field::host])});
       }
       const std::string target(req.target());
       auto respond = [&](unsigned status, std::string body, bool keep) {

@@ -64,7 +64,9 @@ struct TlsServer {
     asio::co_spawn(io, serve(), [](std::exception_ptr) {});
   }
   std::uint16_t port() const { return acceptor.local_endpoint().port(); }
-  std::vector<std::string> bodies;  // requests' bodies, in order
+  std::vector<std::string> bodies;        // requests' bodies, in order
+  std::vector<std::string> server_names;  // each request's TLS server name (SNI), "" if the client sent none
+  std::vector<std::string> hosts;         // each request's Host header
   void stop() { acceptor.close(); }
   asio::awaitable<void> serve() {
     for (;;) {
@@ -79,6 +81,9 @@ struct TlsServer {
       auto [rec, rn] = co_await http::async_read(s, b, req, asio::as_tuple(asio::use_awaitable));
       if (rec) continue;
       bodies.push_back(req.body());
+      const char* sni = SSL_get_servername(s.native_handle(), TLSEXT_NAMETYPE_host_name);
+      server_names.emplace_back(sni ? sni : "");
+      hosts.emplace_back(req[http::field::host]);
       http::response<http::string_body> res{http::status::ok, 11};
       res.body() = "ok";
       res.keep_alive(false);

@@ -35,7 +35,9 @@ struct Revision {
   friend auto operator<=>(const Revision&, const Revision&) = default;
 };
 
-/// Where an instance listens: a host (name or address) and a TCP port.
+/// Where an instance listens: a host (name or address) and a TCP port. An IPv6
+/// address is written bare (`::1`), without the brackets a URL puts around it;
+/// formatting adds them (`[::1]:8080`), as the `Host` header and URLs need.
 struct Endpoint {
   std::string host;
   std::uint16_t port = 0;
@@ -115,12 +117,17 @@ struct fmt::formatter<rollout::Revision> : fmt::formatter<std::string_view> {
   }
 };
 
-/// Formats as `host:port`.
+/// Formats as `host:port`, or `[address]:port` for an IPv6 address: RFC 3986's
+/// authority, which is also what an HTTP `Host` header carries. (A host with a
+/// colon can only be an IPv6 address; a name or an IPv4 address has none. This
+/// one rule is all Boost.URL's authority formatting would add here.)
 template <>
 struct fmt::formatter<rollout::Endpoint> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::Endpoint& e, FormatContext& ctx) const {
-    return fmt::formatter<std::string_view>::format(rollout::detail::format("{}:{}", e.host, e.port), ctx);
+    const bool v6 = e.host.find(':') != std::string::npos;
+    return fmt::formatter<std::string_view>::format(
+        v6 ? rollout::detail::format("[{}]:{}", e.host, e.port) : rollout::detail::format("{}:{}", e.host, e.port), ctx);
   }
 };
 
