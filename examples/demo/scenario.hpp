@@ -102,7 +102,15 @@ public:
            "  bind \"127.0.0.1:${ROLLOUT_DEMO_PORT}\"\n"
            "  default_backend app\n"
            "backend app\n"
-           "  balance roundrobin\n";
+           "  balance roundrobin\n"
+           // A request sent to an instance that has just died (before its probes
+           // fail and a strategy takes it out) is retried on another server at
+           // once, rather than on the dead one a second apart and then failed with
+           // a 503. The demo's requests are GETs, so retrying one whose server
+           // closed without answering is safe.
+           "  retries 3\n"
+           "  option redispatch 1\n"
+           "  retry-on conn-failure empty-response\n";
     cfg.close();
     rollout::ProcessOrchestratorOptions o;
     o.executable = std::move(haproxy);

@@ -198,6 +198,15 @@ inline std::map<HaproxyServer, int> haproxy_weights(const std::map<std::string, 
 ///
 /// Cancellation: an exchange in flight is cancelled with its socket; `apply` may
 /// then have set some weights, which the strategy repairs by applying again.
+///
+/// HAProxy's own configuration decides what happens to requests sent to an
+/// instance that dies before its health probes fail and the strategy moves
+/// traffic away. With HAProxy's defaults they are retried on the dead server a
+/// second apart and then answered 503. Give each managed backend `retries 3`,
+/// `option redispatch 1` and, for idempotent traffic, `retry-on conn-failure
+/// empty-response`: they then go to another server at once. The demo's backend
+/// does, and its end-to-end test kills a target instance under load through
+/// HAProxy and loses no request.
 class HaproxyLoadBalancer {
 public:
   /// Throws `invalid_option` (field and value) for an invalid name or address.
