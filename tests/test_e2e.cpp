@@ -129,9 +129,10 @@ void report(const std::string& line) {
 }
 
 /// Requests sent during the phase that failed, whenever they ended. The phase's
-/// counts are of requests that ended during it: through HAProxy, a request sent
-/// to an instance that has just died ends about 3 s later (3 retries, a second
-/// apart, then a 503), after the phase.
+/// counts are of requests that ended during it, and a request can fail after
+/// its phase: through an HAProxy without `option redispatch`, one sent to an
+/// instance that had just died ended about 3 s later (3 retries a second apart,
+/// then a 503).
 std::size_t failed_sent_in_phase(const Run& r) {
   return static_cast<std::size_t>(std::count_if(r.load.failures.begin(), r.load.failures.end(), [&](const demo::Failure& f) {
     return f.sent >= r.phase.began && f.sent <= r.phase.ended;
