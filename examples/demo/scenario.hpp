@@ -339,7 +339,7 @@ struct PhaseReport {
   rollout::Status expected = rollout::Status::promoted;
   rollout::Outcome outcome;
   SteadyTime began{}, ended{};
-  Counts counts;                    ///< Every request sent during the phase.
+  Counts counts;                    ///< Every request that ended during the phase (a late one is counted where it ends).
   Counts bad_build;                 ///< Requests answered by the bad revision (bad canary only).
   std::uint64_t unsent = 0;
   std::uint64_t allowed_failures = 0;  ///< Failures the phase may have (the bad build's own 500s).
