@@ -19,6 +19,7 @@
 #include <future>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <string>
@@ -72,6 +73,61 @@ TEST_CASE("instances of a group share its traffic in turn") {
   CHECK(r.remove("green-1"));
   CHECK_FALSE(r.remove("green-9"));
   for (int i = 0; i < 20; ++i) CHECK(r.pick()->id != "green-1");
+}
+
+TEST_CASE("an ejected instance is passed over until its time is up, and its turns are shared evenly") {
+  WeightedRouter r;
+  for (int i = 0; i < 3; ++i) r.add("green", inst("green-" + std::to_string(i)));
+  r.add("blue", inst("blue-0"));
+  REQUIRE(r.apply_now(TrafficSplit::of({{"green", Percent::full()}, {"blue", Percent{}}})));
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  auto picks = [&](std::chrono::steady_clock::time_point at, int n) {
+    std::map<std::string, int> out;
+    for (int i = 0; i < n; ++i) ++out[r.pick_at(at)->id];
+    return out;
+  };
+  CHECK(r.eject("green-1", t0 + std::chrono::seconds(10)));
+  CHECK_FALSE(r.eject("green-9", t0 + std::chrono::seconds(10)));  // no such instance
+  CHECK(r.ejected("green-1", t0));
+  CHECK_FALSE(r.ejected("green-0", t0));
+  auto during = picks(t0 + std::chrono::seconds(9), 300);
+  CHECK(during.count("green-1") == 0);
+  CHECK(during["green-0"] == 150);  // its 100 turns went half to each of the others
+  CHECK(during["green-2"] == 150);
+  CHECK(r.weight_of("green") == 10'000);  // weights and the read-back do not see ejections
+  CHECK(r.apply_now(TrafficSplit::of({{"green", Percent::full()}, {"blue", Percent{}}})).has_value());
+
+  auto after = picks(t0 + std::chrono::seconds(10), 300);  // the time is up: back in turn
+  CHECK_FALSE(r.ejected("green-1", t0 + std::chrono::seconds(10)));
+  CHECK(after == std::map<std::string, int>{{"green-0", 100}, {"green-1", 100}, {"green-2", 100}});
+
+  // All ejected: sending somewhere beats sending nowhere (panic routing).
+  for (int i = 0; i < 3; ++i) REQUIRE(r.eject("green-" + std::to_string(i), t0 + std::chrono::seconds(60)));
+  CHECK(picks(t0 + std::chrono::seconds(20), 30) == std::map<std::string, int>{{"green-0", 10}, {"green-1", 10}, {"green-2", 10}});
+  // Readmitted early by a later call; the ejection survives republishing; a removed instance's ends.
+  REQUIRE(r.eject("green-0", t0));
+  r.add("green", inst("green-3"));
+  auto mixed = picks(t0 + std::chrono::seconds(20), 40);
+  CHECK(mixed == std::map<std::string, int>{{"green-0", 20}, {"green-3", 20}});
+  CHECK(r.remove("green-1"));
+  CHECK_FALSE(r.ejected("green-1", t0));
+  CHECK_FALSE(r.eject("green-1", t0 + std::chrono::seconds(10)));
+
+  // By duration, on the steady clock that pick() reads.
+  WeightedRouter live;
+  live.add("g", inst("g-0"));
+  live.add("g", inst("g-1"));
+  REQUIRE(live.apply_now(TrafficSplit::all_to("g")));
+  REQUIRE(live.eject("g-1", std::chrono::hours(1)));
+  CHECK(live.ejected("g-1"));
+  for (int i = 0; i < 10; ++i) CHECK(live.pick()->id == "g-0");
+  REQUIRE(live.eject("g-1", Duration::zero()));  // readmitted
+  CHECK_FALSE(live.ejected("g-1"));
+  std::map<std::string, int> both;
+  for (int i = 0; i < 10; ++i) ++both[live.pick()->id];
+  CHECK(both == std::map<std::string, int>{{"g-0", 5}, {"g-1", 5}});
+  CHECK_THROWS_WITH(live.eject("g-0", -std::chrono::seconds(1)), "invalid option duration = -1s: must not be negative");
+  CHECK_FALSE(live.ejected("g-0"));
 }
 
 TEST_CASE("weighted random follows the weights within a statistical bound, reproducibly") {
@@ -131,6 +187,8 @@ TEST_CASE("readers on many threads while a writer republishes") {
   for (int i = 0; i < 2'000; ++i) {
     const Percent w = Percent::from_basis_points(i % 10'001);
     REQUIRE(r.apply_now(TrafficSplit::between("green", w, "blue")));
+    // Ejections made and ended while readers pick (TSan runs this test).
+    REQUIRE(r.eject(i % 2 ? "blue-0" : "green-0", i % 3 ? std::chrono::hours(1) : Duration::zero()));
   }
   stop = true;
   for (auto& th : readers) th.join();

@@ -5,6 +5,7 @@
 /// models `LoadBalancer` (opt-in header).
 
 #include <rollout/concepts.hpp>
+#include <rollout/core/clock.hpp>
 #include <rollout/core/error.hpp>
 #include <rollout/core/traffic_split.hpp>
 #include <rollout/core/types.hpp>
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -41,6 +43,10 @@ namespace rollout {
 ///   group in round robin. It is lock-free and safe from any thread: it reads an
 ///   immutable table through one atomic pointer and bumps atomic counters.
 /// - `add()` and `remove()` change membership (for rolling updates), publishing too.
+/// - `eject(id, duration)` is passive health checking, as in Envoy's outlier
+///   detection or gRPC's: a caller whose request to an instance failed at the
+///   connection level reports it, and `pick()` passes that instance over for
+///   `duration`, until the strategy's probes catch up. Weights do not change.
 ///
 /// Published tables are kept until the router is destroyed, so a reader never
 /// sees freed memory and `pick()` can return a stable pointer; a table is a few
@@ -71,6 +77,7 @@ public:
         }
       }
     }
+    ejections_.emplace(instance.id, std::make_shared<std::atomic<std::int64_t>>(0));
     members_[group].push_back(std::move(instance));
     publish(build(weights_));
   }
@@ -83,10 +90,42 @@ public:
       if (it != members.end()) {
         members.erase(it);
         publish(build(weights_));
+        ejections_.erase(id);  // the tables that still list it keep its state alive
         return true;
       }
     }
     return false;
+  }
+
+  /// Passes the instance `id` over in `pick()` until `until` (a request to it
+  /// failed: connection refused or reset, no response). Its group's other
+  /// instances share its turns evenly; a group whose instances are all ejected is picked
+  /// from as if none were (Envoy's panic routing: some instance beats none).
+  /// Group weights, `weight_of()` and `apply()`'s read-back are unchanged. A
+  /// later call replaces the time, so `eject(id, now)` readmits it at once. The
+  /// ejection ends if the instance is removed. Returns false if no group has
+  /// `id`. Thread-safe; it does not block `pick()`.
+  bool eject(const std::string& id, std::chrono::steady_clock::time_point until) {
+    std::lock_guard lock(write_);
+    auto it = ejections_.find(id);
+    if (it == ejections_.end()) return false;
+    const auto t = until.time_since_epoch().count();
+    it->second->store(t, std::memory_order_relaxed);
+    if (t > horizon_.load(std::memory_order_relaxed)) horizon_.store(t, std::memory_order_relaxed);
+    return true;
+  }
+  /// `eject(id, now + duration)`; a zero `duration` readmits it. Throws
+  /// `invalid_option` for a negative `duration` or one beyond the bound of every
+  /// duration option.
+  bool eject(const std::string& id, Duration duration) {
+    require_duration("duration", duration, DurationRule::non_negative);
+    return eject(id, detail::add_saturating(std::chrono::steady_clock::now(), duration));
+  }
+  /// Whether `pick_at(now)` passes `id` over (false if no group has it).
+  bool ejected(const std::string& id, std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now()) const {
+    std::lock_guard lock(write_);
+    auto it = ejections_.find(id);
+    return it != ejections_.end() && it->second->load(std::memory_order_relaxed) > now.time_since_epoch().count();
   }
 
   /// Publishes `split` (see the class comment).
@@ -122,8 +161,19 @@ public:
   }
 
   /// A backend for the next request, or nullptr when no group has weight.
-  /// Lock-free; the pointer stays valid for the router's lifetime.
+  /// Lock-free; the pointer stays valid for the router's lifetime. It reads the
+  /// clock only while some ejection lasts.
   const Instance* pick() const noexcept {
+    auto horizon = horizon_.load(std::memory_order_relaxed);
+    if (horizon == 0) return pick_at({});
+    const auto now = std::chrono::steady_clock::now();
+    // Every ejection is over: back to the clock-free path (unless one was just made).
+    if (now.time_since_epoch().count() >= horizon) horizon_.compare_exchange_strong(horizon, 0, std::memory_order_relaxed);
+    return pick_at(now);
+  }
+  /// `pick()` as at `now`, which decides what `eject()` passes over (for tests
+  /// and simulations; `pick()` uses the steady clock).
+  const Instance* pick_at(std::chrono::steady_clock::time_point now) const noexcept {
     const Table* t = current_.load(std::memory_order_acquire);
     if (t->total == 0) return nullptr;
     std::size_t g;
@@ -141,8 +191,24 @@ public:
       g = static_cast<std::size_t>(std::upper_bound(t->cumulative.begin(), t->cumulative.end(), r) - t->cumulative.begin());
     }
     const auto& group = t->groups[g];
-    const auto k = group.next->fetch_add(1, std::memory_order_relaxed);
-    return &group.instances[static_cast<std::size_t>(k % group.instances.size())];
+    const std::size_t n = group.instances.size();
+    const auto turn = group.next->fetch_add(1, std::memory_order_relaxed);
+    const auto k = static_cast<std::size_t>(turn % n);
+    const auto at = now.time_since_epoch().count();
+    if (at >= horizon_.load(std::memory_order_relaxed)) return &group.instances[k];  // no ejection lasts
+    const auto out = [&](std::size_t i) { return group.ejected_until[i]->load(std::memory_order_relaxed) > at; };
+    if (!out(k)) return &group.instances[k];
+    // k is ejected: its turn goes to the group's m live instances in rotation
+    // (its next turn, a cycle later, to the next of them), so they share its
+    // traffic evenly. None live: panic routing, k after all.
+    std::size_t m = 0;
+    for (std::size_t i = 0; i < n; ++i) m += out(i) ? 0 : 1;
+    if (m == 0) return &group.instances[k];
+    auto r = static_cast<std::size_t>((turn / n) % m);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!out(i) && r-- == 0) return &group.instances[i];
+    }
+    return &group.instances[k];  // an ejection ended between the two scans
   }
 
   /// The weight each group has now (basis points), as readers see it.
@@ -153,10 +219,13 @@ public:
   std::size_t generation() const noexcept { return generation_.load(std::memory_order_acquire); }
 
 private:
+  /// Until when an instance is ejected: steady-clock ticks, 0 if never.
+  using Ejection = std::shared_ptr<std::atomic<std::int64_t>>;
   struct Group {
     std::string name;
     std::int32_t weight = 0;  // basis points
     std::vector<Instance> instances;
+    std::vector<Ejection> ejected_until;  // one per instance, shared with `ejections_` and later tables
     std::unique_ptr<std::atomic<std::uint64_t>> next = std::make_unique<std::atomic<std::uint64_t>>(0);
   };
   struct Table {
@@ -183,6 +252,7 @@ private:
       g.name = name;
       g.weight = w;
       g.instances = it->second;
+      for (const auto& i : g.instances) g.ejected_until.push_back(ejections_.at(i.id));
       t->groups.push_back(std::move(g));
     }
     std::int32_t gcd = 0;
@@ -217,8 +287,10 @@ private:
 
   Mode mode_;
   std::uint64_t seed_;
-  std::mutex write_;
+  mutable std::mutex write_;
   std::map<std::string, std::vector<Instance>> members_;
+  std::map<std::string, Ejection> ejections_;   // by instance id, for every member
+  mutable std::atomic<std::int64_t> horizon_{0};  // the latest time an ejection lasts until (0: none lasts; pick() resets it)
   std::map<std::string, std::int32_t> weights_;
   std::vector<std::unique_ptr<Table>> tables_;  // every table ever published; see the class comment
   std::atomic<const Table*> current_{nullptr};

@@ -126,6 +126,13 @@ enum class DurationRule {
 };
 
 namespace detail {
+
+/// `now + d`, saturating at `TimePoint::max()` instead of overflowing.
+inline TimePoint add_saturating(TimePoint now, Duration d) noexcept {
+  if (d >= TimePoint::max() - now) return TimePoint::max();
+  return now + d;
+}
+
 /// Why `d` breaks `rule` or the upper bound, or `std::nullopt` if it is
 /// accepted: the one place the bounds of a duration option are decided.
 inline std::optional<std::string> duration_problem(Duration d, DurationRule rule) {

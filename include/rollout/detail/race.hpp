@@ -35,12 +35,6 @@ namespace asio = boost::asio;
 template <class T>
 using value_or_monostate = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 
-/// `now + d`, saturating at `TimePoint::max()` instead of overflowing.
-inline TimePoint add_saturating(TimePoint now, Duration d) noexcept {
-  if (d >= TimePoint::max() - now) return TimePoint::max();
-  return now + d;
-}
-
 /// Runs `aw` and stores its value in `out`.
 template <class T>
 asio::awaitable<void> store_into(std::optional<value_or_monostate<T>>& out, asio::awaitable<T> aw) {
