@@ -9,7 +9,9 @@
 //   is downtime).
 // - Connections are kept alive, one pool per target key. Nothing is retried:
 //   a refused or reset connection, a timeout, or a non-2xx response is a failed
-//   request and is counted as such.
+//   request and is counted as such. A failure at the connection level is also
+//   reported to `on_unreachable` (the demo ejects that instance from
+//   WeightedRouter's picks, as a client-side load balancer does).
 // - The revision that answered is read from the sample service's `X-Version`
 //   header (the picked instance's revision when nothing came back). Every
 //   outcome is recorded into a `CounterSource`, which judges canaries.
@@ -115,6 +117,9 @@ struct LoadOptions {
   double rate = 1000;                  ///< Requests per second.
   std::size_t max_in_flight = 256;
   std::chrono::milliseconds timeout{5000};  ///< Bound on each request, connect to last byte.
+  /// Called on the generator's thread when a request to a pick failed at the
+  /// connection level (refused, reset, timed out; not an HTTP error status).
+  std::function<void(const Pick&)> on_unreachable;
 };
 
 class LoadGenerator {
@@ -258,6 +263,7 @@ private:
     }
     if (ec) {
       count(pick->revision, false, false, began, fmt::format("{} ({}): {}", pick->key, pick->endpoint.port, ec.message()));
+      if (opts_.on_unreachable) opts_.on_unreachable(*pick);
     } else {
       const auto it = res.find("X-Version");
       const std::string revision = it != res.end() ? std::string(it->value()) : pick->revision;

@@ -221,6 +221,7 @@ asio::awaitable<int> run(Args args) {
   demo::Fleet fleet(*traffic, args.sample_service, bad);
   demo::LoadOptions lo;
   lo.rate = args.rate;
+  lo.on_unreachable = [&](const demo::Pick& p) { traffic->unreachable(p); };
   demo::LoadGenerator load([&] { return traffic->pick(); }, metrics, lo);
   demo::ScenarioOptions so;
   so.instances = args.instances;

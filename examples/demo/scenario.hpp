@@ -164,6 +164,17 @@ public:
     co_return r;
   }
 
+  /// How long `unreachable()` takes an instance out of WeightedRouter's picks.
+  static constexpr std::chrono::seconds ejection{10};
+
+  /// A request to `p` failed at the connection level: through WeightedRouter,
+  /// its instance is passed over for `ejection` (passive health checking, as a
+  /// client-side load balancer does), until the strategy's probes catch up.
+  /// HAProxy retries such requests itself (see its config above).
+  void unreachable(const Pick& p) {
+    if (router_) router_->eject(p.key, ejection);
+  }
+
   /// Where the load generator sends the next request.
   std::optional<Pick> pick() const {
     if (haproxy_) return Pick{frontend_, "haproxy", ""};
