@@ -359,7 +359,8 @@ TEST_CASE("hostile runtime API replies on a real socket: each is a clear error, 
     }
     // The commands sent were the fixed, validated ones: nothing from a reply went back.
     REQUIRE_FALSE(api.commands.empty());
-    CHECK(api.commands[0] == "set server app/blue1 weight 0; set server app/blue1 state drain; set server app/green1 weight 256; set server app/green1 state ready");
+    // Make before break: green is readied before blue is drained, so no request finds no server between them.
+    CHECK(api.commands[0] == "set server app/green1 weight 256; set server app/green1 state ready; set server app/blue1 weight 0; set server app/blue1 state drain");
   }
   MESSAGE(fmt::format("{} hostile runtime API replies tried", cases.size() - 1));
 }

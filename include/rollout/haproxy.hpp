@@ -179,7 +179,9 @@ inline std::map<HaproxyServer, int> haproxy_weights(const std::map<std::string, 
 ///
 /// `apply(split)` computes integer weights (0..256) so that each group's share of
 /// each backend stays within one weight step of its target, sends every
-/// `set server <backend>/<server> weight N` and `state ready|drain` in one batch,
+/// `set server <backend>/<server> weight N` and `state ready|drain` in one batch
+/// (the servers that keep or gain traffic first, those drained last, so that a
+/// backend never has no usable server between two commands),
 /// then reads `show servers state` back and returns success only if every managed
 /// server shows the intended weight and drain flag. Servers of groups with 0%
 /// go to drain, so connections in flight finish.
@@ -239,10 +241,18 @@ public:
     }
     std::map<HaproxyServer, int> want;
     for (const auto& [backend, groups] : by_backend) want.merge(detail::haproxy_weights(groups, bp));
+    // Make before break: HAProxy runs a batch's commands one at a time while its
+    // threads keep routing, so the servers that carry traffic afterwards are
+    // readied first and the others drained last. In the other order a backend
+    // can have no usable server between two commands, and a request arriving
+    // then gets HAProxy's own 503 (a rare failure of the end-to-end tests).
     std::string batch;
-    for (const auto& [s, w] : want) {
-      batch += detail::format("{}set server {}/{} weight {}; set server {}/{} state {}", batch.empty() ? "" : "; ", s.backend,
-                              s.server, w, s.backend, s.server, w > 0 ? "ready" : "drain");
+    for (const bool raising : {true, false}) {
+      for (const auto& [s, w] : want) {
+        if ((w > 0) != raising) continue;
+        batch += detail::format("{}set server {}/{} weight {}; set server {}/{} state {}", batch.empty() ? "" : "; ", s.backend,
+                                s.server, w, s.backend, s.server, w > 0 ? "ready" : "drain");
+      }
     }
     auto r = co_await command(batch);
     if (!r) co_return r.error();
