@@ -59,21 +59,9 @@ struct Row {
   std::size_t timeline_bytes = 0;  ///< heap and inline bytes of every outcome's event timeline
 };
 
-/// The bytes an outcome's timeline holds: the vector's capacity, and each
-/// event's strings and split beyond their small-string buffers. This is the
-/// part of the peak memory that is the run's explanation of itself.
-std::size_t timeline_bytes(const Outcome& o) {
-  auto heap = [](const std::string& s) { return s.capacity() > 15 ? s.capacity() + 1 : 0; };
-  std::size_t n = o.timeline.capacity() * sizeof(Event);
-  for (const auto& e : o.timeline) {
-    n += heap(e.strategy) + heap(e.subject) + heap(e.detail);
-    if (e.split) {
-      n += e.split->shares().capacity() * sizeof(TrafficSplit::Share);
-      for (const auto& sh : e.split->shares()) n += heap(sh.group);
-    }
-  }
-  return n;
-}
+/// The bytes an outcome's timeline holds (`Timeline::memory_bytes`): the part
+/// of the peak memory that is the run's explanation of itself.
+std::size_t timeline_bytes(const Outcome& o) { return o.timeline.memory_bytes(); }
 std::size_t timeline_bytes(const std::vector<Outcome>& outs) {
   std::size_t n = 0;
   for (const auto& o : outs) n += timeline_bytes(o);

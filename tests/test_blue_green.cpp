@@ -17,6 +17,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -79,16 +80,17 @@ struct Scenario {
   }
 };
 
-const Event* find(const Outcome& o, EventKind k, const std::string& subject = {}) {
+// Timeline events are values, rebuilt on each read: the helpers return copies.
+std::optional<Event> find(const Outcome& o, EventKind k, const std::string& subject = {}) {
   for (const auto& e : o.timeline) {
-    if (e.kind == k && (subject.empty() || e.subject == subject)) return &e;
+    if (e.kind == k && (subject.empty() || e.subject == subject)) return e;
   }
-  return nullptr;
+  return std::nullopt;
 }
-const Event* find_last(const Outcome& o, EventKind k, const std::string& subject = {}) {
-  const Event* last = nullptr;
+std::optional<Event> find_last(const Outcome& o, EventKind k, const std::string& subject = {}) {
+  std::optional<Event> last;
   for (const auto& e : o.timeline) {
-    if (e.kind == k && (subject.empty() || e.subject == subject)) last = &e;
+    if (e.kind == k && (subject.empty() || e.subject == subject)) last = e;
   }
   return last;
 }
@@ -175,7 +177,7 @@ TEST_CASE("one instance of three flaps: the failure threshold decides") {
     CHECK(out.status == Status::rolled_back);
     CHECK(out.code == make_error_code(errc::unhealthy));
     CHECK(contains(out.reason, "g-1 became unhealthy after the switch: 3 consecutive failed probes"));
-    const auto* bad = find(out, EventKind::instance_unhealthy, "g-1");
+    const auto bad = find(out, EventKind::instance_unhealthy, "g-1");
     REQUIRE(bad);
     CHECK(bad->at == 8s + 2ms);  // probes at 4, 6, 8 s failed
   }
@@ -307,7 +309,7 @@ TEST_CASE("load balancer errors during the switch") {
     auto out = s.run();
     CHECK(out.status == Status::promoted);
     CHECK(s.lb.calls() == 3);
-    const auto* err = find(out, EventKind::lb_error);
+    const auto err = find(out, EventKind::lb_error);
     REQUIRE(err);
     CHECK(contains(err->detail, "attempt 1 failed: lb.apply({blue: 0%, green: 100%}): connect: connection refused; retrying in"));
     CHECK(find_last(out, EventKind::lb_error)->error == make_error_code(errc::lb_verify_mismatch));
@@ -355,8 +357,8 @@ TEST_CASE("post-promotion failures roll back, verified, within one LB round trip
     CHECK(out.status == Status::rolled_back);
     CHECK(out.active == "blue");
     CHECK(out.releasable == "green");
-    const auto* decided = find(out, EventKind::instance_unhealthy, "g-2");
-    const auto* back = find_last(out, EventKind::traffic_applied);
+    const auto decided = find(out, EventKind::instance_unhealthy, "g-2");
+    const auto back = find_last(out, EventKind::traffic_applied);
     REQUIRE(decided);
     REQUIRE(back);
     CHECK(back->split->sole_group() == "blue");

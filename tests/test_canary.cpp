@@ -21,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,16 +79,17 @@ struct Scenario {
   }
 };
 
-const Event* find(const Outcome& o, EventKind k, const std::string& subject = {}) {
+// Timeline events are values, rebuilt on each read: the helpers return copies.
+std::optional<Event> find(const Outcome& o, EventKind k, const std::string& subject = {}) {
   for (const auto& e : o.timeline) {
-    if (e.kind == k && (subject.empty() || e.subject == subject)) return &e;
+    if (e.kind == k && (subject.empty() || e.subject == subject)) return e;
   }
-  return nullptr;
+  return std::nullopt;
 }
-const Event* find_last(const Outcome& o, EventKind k) {
-  const Event* last = nullptr;
+std::optional<Event> find_last(const Outcome& o, EventKind k) {
+  std::optional<Event> last;
   for (const auto& e : o.timeline) {
-    if (e.kind == k) last = &e;
+    if (e.kind == k) last = e;
   }
   return last;
 }
@@ -167,10 +169,10 @@ TEST_CASE("background analysis fails in the middle of a pause, and the rollback 
   // turns bad at 3 min, so the failed measurements are at 3, 4 and 5 min (+10 ms).
   // The third exceeds failure_limit 2: the decision is at 5 min + 20 ms (query
   // latency), in the middle of the hour-long pause.
-  const auto* decided = find(out, EventKind::rollback_started);
+  const auto decided = find(out, EventKind::rollback_started);
   REQUIRE(decided);
   CHECK(decided->at == 5min + 20ms);
-  const auto* restored = find_last(out, EventKind::traffic_applied);
+  const auto restored = find_last(out, EventKind::traffic_applied);
   CHECK(restored->split == all_stable());
   CHECK(restored->at - decided->at == s.lb.latency());  // one LB round trip after the decision
   CHECK(out.reason ==
@@ -193,10 +195,10 @@ TEST_CASE("no data is inconclusive, which pauses the canary until promoted") {
   auto out = s.run(CanaryPlan::of({steps::set_weight(5_pct), steps::analyze({"smoke", {error_rate(std::nullopt, std::nullopt)}}),
                                    steps::set_weight(20_pct)}));
   CHECK(out.status == Status::promoted);
-  const auto* inc = find(out, EventKind::check_inconclusive, "smoke");
+  const auto inc = find(out, EventKind::check_inconclusive, "smoke");
   REQUIRE(inc);
   CHECK(contains(inc->detail, "no data (empty result)"));
-  const auto* held = find(out, EventKind::paused);
+  const auto held = find(out, EventKind::paused);
   REQUIRE(held);
   CHECK(contains(held->detail, "analysis smoke inconclusive"));
   CHECK(find(out, EventKind::step_started, "steps[2]")->at >= 2h);  // nothing moved until the promote

@@ -14,7 +14,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <random>
+#include <vector>
 #include <string>
 
 using namespace rollout;
@@ -255,6 +257,84 @@ TEST_CASE("every public type formats with fmt") {
   CHECK(fmt::format("{}", Backoff{}) == "5 attempts, 200ms x2 up to 5s, jitter 0.2");
   CHECK(fmt::format("{}", Control::Request::promote_full) == "promote_full");
   CHECK(fmt::format("{}", Error(errc::unknown_server, "No such server.")) == "No such server.");
+}
+
+TEST_CASE("Timeline gives back every field of every event, in order, compactly") {
+  const std::string long_detail(300, 'd');
+  std::vector<Event> in{
+      Event{0s, EventKind::run_started, "rolling", "v2", "v1 -> v2", std::nullopt, {}},
+      Event{1s, EventKind::instance_created, "rolling", "v2-00001", "v2 at 10.0.0.1:9000", std::nullopt, {}},
+      Event{2s, EventKind::traffic_applied, "canary", "", "verified by read-back", TrafficSplit::between("canary", 10_pct, "stable"), {}},
+      Event{3s, EventKind::lb_error, "canary", "canary", long_detail, TrafficSplit::all_to("stable"), make_error_code(errc::timeout)},
+      Event{4s, EventKind::instance_failed, "rolling", "", "", std::nullopt, make_error_code(errc::not_ready)},
+      Event{5s, EventKind::run_finished, "blue_green", "blue", "Promoted", std::nullopt, {}},
+  };
+  Timeline t;
+  CHECK(t.empty());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (i % 2 == 0) t.push_back(in[i]);
+    else t.push_back(Event(in[i]));  // the moving overload
+  }
+  REQUIRE(t.size() == in.size());
+  const auto same = [](const Event& a, const Event& b) {
+    return a.at == b.at && a.kind == b.kind && a.strategy == b.strategy && a.subject == b.subject && a.detail == b.detail &&
+           a.split == b.split && a.error == b.error;
+  };
+  for (std::size_t i = 0; i < in.size(); ++i) CHECK_MESSAGE(same(t[i], in[i]), i);
+  CHECK(same(t.front(), in.front()));
+  CHECK(same(t.back(), in.back()));
+  CHECK(t[3].detail == long_detail);
+  CHECK(t[3].split == TrafficSplit::all_to("stable"));
+
+  // The iterators: random access, by value, for range-for and std::ranges.
+  std::size_t i = 0;
+  for (const auto& e : t) CHECK(same(e, in[i++]));
+  CHECK(i == in.size());
+  CHECK(std::ranges::count_if(t, [](const Event& e) { return e.strategy == "canary"; }) == 2);
+  CHECK(std::count_if(t.begin(), t.end(), [](const Event& e) { return static_cast<bool>(e.error); }) == 2);
+  auto it = std::ranges::find_if(t, [](const Event& e) { return e.kind == EventKind::lb_error; });
+  REQUIRE(it != t.end());
+  CHECK(it - t.begin() == 3);
+  CHECK(it->subject == "canary");
+  CHECK((it + 2)->kind == EventKind::run_finished);
+  CHECK(it[-1].kind == EventKind::traffic_applied);
+  CHECK(t.end() - t.begin() == static_cast<std::ptrdiff_t>(t.size()));
+  CHECK((t.begin() < t.end()));
+
+  // A copy is independent; a braced list builds one; clear() forgets all.
+  Timeline copy = t;
+  t.clear();
+  CHECK(t.empty());
+  CHECK(copy.size() == in.size());
+  CHECK(same(copy[2], in[2]));
+  t.push_back(in[5]);
+  CHECK(same(t[0], in[5]));
+  const Timeline braced{in[0], in[1]};
+  CHECK(braced.size() == 2);
+  CHECK(same(braced[1], in[1]));
+  Outcome o;
+  o.timeline = braced;
+  CHECK(format_timeline(o) ==
+        "+0s rolling run_started v2: v1 -> v2\n+1s rolling instance_created v2-00001: v2 at 10.0.0.1:9000\n");
+
+  // What it costs: a rolling update's four events of one replacement, reserved
+  // exactly, hold under 64 bytes each; a std::vector<Event> held 168 each, plus
+  // a heap block for each detail of 16 characters or more.
+  Timeline big;
+  constexpr std::size_t n = 1000;
+  big.reserve(4 * n, 4 * n * 24);
+  for (std::size_t k = 0; k < n; ++k) {
+    const auto id = fmt::format("v2-{:05}", k);
+    const auto old = fmt::format("v1-{:05}", k);
+    big.push_back(Event{1s, EventKind::instance_created, "rolling", id, "v2 at 10.0.0.1:9000", std::nullopt, {}});
+    big.push_back(Event{2s, EventKind::instance_ready, "rolling", id, "available", std::nullopt, {}});
+    big.push_back(Event{3s, EventKind::instance_retiring, "rolling", old, "old instance (v1)", std::nullopt, {}});
+    big.push_back(Event{4s, EventKind::instance_retired, "rolling", old, "", std::nullopt, {}});
+  }
+  CHECK(big.capacity() == 4 * n);
+  CHECK(big.memory_bytes() < 4 * n * 64);
+  CHECK(big[4 * 517 + 2].subject == "v1-00517");
+  CHECK(big[4 * 517 + 2].detail == "old instance (v1)");
 }
 
 TEST_CASE("ObserverList delivers to observers and callables in order") {

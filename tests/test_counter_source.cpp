@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -152,9 +153,9 @@ TEST_CASE("a canary judged by CounterSource rolls back within seconds of going b
   clock.run(io);
   REQUIRE(out);
   CHECK(out->status == Status::rolled_back);
-  const Event* decided = nullptr;
+  std::optional<Event> decided;
   for (const auto& e : out->timeline) {
-    if (e.kind == EventKind::rollback_started) decided = &e;
+    if (e.kind == EventKind::rollback_started) decided = e;
   }
   REQUIRE(decided);
   // The 5 s window crosses 5% within ~1 s of going bad; two failed measurements

@@ -20,6 +20,7 @@
 #include <functional>
 #include <numeric>
 #include <random>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -92,11 +93,12 @@ struct Scenario {
   std::size_t count(const char* rev) const { return orch.count(Revision{rev}); }
 };
 
-const Event* find(const Outcome& o, EventKind k, const std::string& subject = {}) {
+// Timeline events are values, rebuilt on each read: the helpers return copies.
+std::optional<Event> find(const Outcome& o, EventKind k, const std::string& subject = {}) {
   for (const auto& e : o.timeline) {
-    if (e.kind == k && (subject.empty() || e.subject == subject)) return &e;
+    if (e.kind == k && (subject.empty() || e.subject == subject)) return e;
   }
-  return nullptr;
+  return std::nullopt;
 }
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -203,7 +205,7 @@ TEST_CASE("a never-ready instance is retired, counted and replaced") {
   CHECK(out.status == Status::promoted);
   CHECK(out.fleet->failed == 1);
   CHECK(out.fleet->created == 5);
-  const auto* failed = find(out, EventKind::instance_failed, "v2-0001");
+  const auto failed = find(out, EventKind::instance_failed, "v2-0001");
   REQUIRE(failed);
   CHECK(failed->detail == "orchestrator.wait_ready(v2-0001) timed out after 1m");
   CHECK(find(out, EventKind::instance_retired, "v2-0001"));
@@ -235,7 +237,7 @@ TEST_CASE("the progress deadline turns a stuck update into a rollback") {
   CHECK(out.status == Status::rolled_back);
   CHECK(out.code == make_error_code(errc::progress_deadline));
   CHECK(contains(out.reason, "no instance became available or was retired for 2m"));
-  const auto* rb = find(out, EventKind::rollback_started);
+  const auto rb = find(out, EventKind::rollback_started);
   REQUIRE(rb);
   CHECK(rb->at == 2min);
   CHECK(s.count("v1") == 3);
@@ -256,7 +258,7 @@ TEST_CASE("on_failure = pause holds the fleet until resume, then continues") {
   auto out = s.run();
   CHECK(out.status == Status::promoted);
   CHECK(s.count("v2") == 3);
-  const auto* paused = find(out, EventKind::paused);
+  const auto paused = find(out, EventKind::paused);
   REQUIRE(paused);
   CHECK(contains(paused->detail, "update failed, holding"));
   CHECK(find(out, EventKind::resumed)->at == 10min);

@@ -43,7 +43,7 @@ struct Outcome {
   std::string active;       ///< The group that holds 100% of traffic now.
   std::string releasable;   ///< The group that no longer gets traffic and may be scaled down, if any.
   Duration elapsed{};       ///< Run time on the strategy's clock.
-  std::vector<Event> timeline;  ///< Every event of the run, in order.
+  Timeline timeline;        ///< Every event of the run, in order (see `Timeline`).
   std::optional<FleetReport> fleet;  ///< Rolling updates: what was created, retired and left.
 
   /// True when promoted.
