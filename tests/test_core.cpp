@@ -287,6 +287,7 @@ TEST_CASE("Timeline gives back every field of every event, in order, compactly")
   CHECK(t[3].split == TrafficSplit::all_to("stable"));
 
   // The iterators: random access, by value, for range-for and std::ranges.
+  static_assert(std::random_access_iterator<Timeline::const_iterator>);
   std::size_t i = 0;
   for (const auto& e : t) CHECK(same(e, in[i++]));
   CHECK(i == in.size());
