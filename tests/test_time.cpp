@@ -26,6 +26,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <initializer_list>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -709,6 +710,44 @@ TEST_CASE("Notifier wakes every waiter and honours cancellation") {
   auto e = run_and_cancel_at(io, clock, n.async_wait(asio::use_awaitable), 1s);
   CHECK(is_aborted(e));
   CHECK(n.waiting() == 0);
+}
+
+TEST_CASE("a run records the same timeline whether or not observers watch it") {
+  SimClock clock;
+  ObserverList none;
+  ObserverList some;
+  std::vector<Event> seen;
+  some.add([&seen](const Event& e) { seen.push_back(e); });
+  auto record = [&clock](const ObserverList& observers) {
+    detail::RunContext<SimClock> ctx("canary", clock, observers);
+    ctx.begin(4);
+    ctx.emit(EventKind::traffic_applied, "canary", "verified by read-back", TrafficSplit::between("canary", Percent::from_percent(10), "stable"));
+    ctx.emit(EventKind::lb_error, "", std::string(40, 'x'), std::nullopt, make_error_code(errc::timeout));
+    ctx.emit(EventKind::phase_changed, "promoting");
+    return ctx.finish(Outcome{});
+  };
+  const auto unwatched = record(none);  // the path that builds no Event
+  const auto watched = record(some);
+  REQUIRE(unwatched.timeline.size() == 4);
+  REQUIRE(watched.timeline.size() == 4);
+  REQUIRE(seen.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    const Event a = unwatched.timeline[i];
+    const Event b = watched.timeline[i];
+    for (const Event* e : std::initializer_list<const Event*>{&b, &seen[i]}) {
+      CHECK(a.at == e->at);
+      CHECK(a.kind == e->kind);
+      CHECK(a.strategy == e->strategy);
+      CHECK(a.subject == e->subject);
+      CHECK(a.detail == e->detail);
+      CHECK(a.split == e->split);
+      CHECK(a.error == e->error);
+    }
+  }
+  CHECK(unwatched.timeline[0].split == TrafficSplit::between("canary", Percent::from_percent(10), "stable"));
+  CHECK(unwatched.timeline[1].detail == std::string(40, 'x'));
+  CHECK(unwatched.timeline[1].error == make_error_code(errc::timeout));
+  CHECK(unwatched.timeline[3].kind == EventKind::run_finished);
 }
 
 TEST_CASE("a run's timeline reservation is capped, whatever the options ask for") {

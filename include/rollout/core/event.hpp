@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -72,6 +73,9 @@ struct Event {
 };
 
 namespace detail {
+
+template <Clock C>
+class RunContext;
 
 /// `Timeline`'s class. A template only for compile time: g++ instantiates what
 /// the inline members of a plain class use in every TU that includes it, used
@@ -153,6 +157,8 @@ public:
   const_iterator end() const noexcept { return const_iterator(this, size()); }
 
 private:
+  template <Clock C>
+  friend class RunContext;
   static constexpr std::uint32_t no_extra = ~std::uint32_t{0};
 
   /// One event; its subject and then its detail start at `text` in `text_`.
@@ -174,43 +180,48 @@ private:
 
   // Every check comes before the first change, so a throw leaves the timeline as it was.
   void append(const Event& e, std::optional<TrafficSplit>&& split) {
+    append(e.at, e.kind, e.strategy, e.subject, e.detail, std::move(split), e.error);
+  }
+  // For `RunContext::emit` with no observer: the event's parts, no `Event` built.
+  void append(Duration at, EventKind kind, const std::string& strategy_name, std::string_view subject, std::string_view detail,
+              std::optional<TrafficSplit>&& split, error_code error) {
     constexpr std::size_t max32 = ~std::uint32_t{0};
-    if (e.subject.size() > max32 || e.detail.size() > max32) throw std::length_error("rollout::Timeline: event text over 4 GiB");
+    if (subject.size() > max32 || detail.size() > max32) throw std::length_error("rollout::Timeline: event text over 4 GiB");
     std::size_t strategy = strategies_.size();
-    if (last_strategy_ < strategies_.size() && strategies_[last_strategy_] == e.strategy) {
+    if (last_strategy_ < strategies_.size() && strategies_[last_strategy_] == strategy_name) {
       strategy = last_strategy_;
     } else {
-      strategy = static_cast<std::size_t>(std::find(strategies_.begin(), strategies_.end(), e.strategy) - strategies_.begin());
+      strategy = static_cast<std::size_t>(std::find(strategies_.begin(), strategies_.end(), strategy_name) - strategies_.begin());
       if (strategy == strategies_.size() && strategy > 0xFFFE) throw std::length_error("rollout::Timeline: over 65,535 strategy names");
     }
-    const bool extra = split.has_value() || e.error;
+    const bool extra = split.has_value() || error;
     if (extra && extras_.size() >= max32) throw std::length_error("rollout::Timeline: over 4 G events with a split or error");
     // Reserve everything first: the appends below cannot throw, so a failed
     // allocation adds nothing.
     if (records_.size() == records_.capacity()) records_.reserve(std::max<std::size_t>(8, 2 * records_.size()));
-    const std::size_t text_size = text_.size() + e.subject.size() + e.detail.size();
+    const std::size_t text_size = text_.size() + subject.size() + detail.size();
     if (text_size > text_.capacity()) text_.reserve(std::max({std::size_t{256}, 2 * text_.capacity(), text_size}));
     if (extra && extras_.size() == extras_.capacity()) extras_.reserve(std::max<std::size_t>(4, 2 * extras_.size()));
-    if (strategy == strategies_.size()) strategies_.push_back(e.strategy);  // the only step left that may throw
+    if (strategy == strategies_.size()) strategies_.push_back(strategy_name);  // the only step left that may throw
     last_strategy_ = strategy;
     Record r;
-    r.at = e.at;
-    r.kind = static_cast<std::uint8_t>(e.kind);
+    r.at = at;
+    r.kind = static_cast<std::uint8_t>(kind);
     r.strategy = static_cast<std::uint16_t>(strategy);
     r.text = text_.size();
-    r.subject_size = static_cast<std::uint32_t>(e.subject.size());
-    r.detail_size = static_cast<std::uint32_t>(e.detail.size());
-    text_.insert(text_.end(), e.subject.begin(), e.subject.end());
-    text_.insert(text_.end(), e.detail.begin(), e.detail.end());
+    r.subject_size = static_cast<std::uint32_t>(subject.size());
+    r.detail_size = static_cast<std::uint32_t>(detail.size());
+    text_.insert(text_.end(), subject.begin(), subject.end());  // within the capacity reserved above
+    text_.insert(text_.end(), detail.begin(), detail.end());
     if (extra) {
       r.extra = static_cast<std::uint32_t>(extras_.size());
-      extras_.push_back(Extra{std::move(split), e.error});
+      extras_.push_back(Extra{std::move(split), error});
     }
     records_.push_back(r);
   }
 
   std::vector<Record> records_;
-  std::vector<char> text_;
+  std::vector<char> text_;  // every event's subject, then detail, back to back
   std::vector<Extra> extras_;
   std::vector<std::string> strategies_;
   std::size_t last_strategy_ = 0;

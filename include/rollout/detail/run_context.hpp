@@ -73,6 +73,10 @@ public:
   /// the exception leaves `run()`, and the timeline with it.)
   void emit(EventKind kind, std::string subject = {}, std::string detail = {}, std::optional<TrafficSplit> split = {},
             error_code ec = {}) {
+    if (observers_->empty()) {  // nobody watching: record the parts, build no Event
+      timeline_.append(elapsed(), kind, strategy_, subject, detail, std::move(split), ec);
+      return;
+    }
     Event e{elapsed(), kind, strategy_, std::move(subject), std::move(detail), std::move(split), ec};
     observers_->on_event(e);
     timeline_.push_back(std::move(e));
