@@ -227,7 +227,6 @@ private:
   std::size_t last_strategy_ = 0;
 };
 
-
 /// `Timeline`'s iterator: random access, by value (see `Timeline`). Written
 /// here rather than with Boost.STLInterfaces' `proxy_iterator_interface` to keep
 /// that library out of every TU of the umbrella header (compile time, issue 9).
@@ -280,7 +279,7 @@ private:
 /// strategy name once, and a split or error code only for the events that
 /// carry one. A `std::vector<Event>` took 168 bytes per event plus a heap block
 /// for each detail longer than 15 characters; a 10,000-instance rolling update
-/// keeps 40,000 events, and 1,000 concurrent canaries 28,000.
+/// keeps 40,000 events, and each of 1,000 concurrent canaries about 22.
 ///
 /// Reading gives `Event` values: `t[i]`, `front()`, `back()` and iteration
 /// rebuild each event from its record (a copy; keep it if it is read twice).
@@ -288,7 +287,9 @@ private:
 /// value (`std::ranges` algorithms take them; the classic ones see input
 /// iterators). Appending never invalidates an event already read, and throws
 /// `std::length_error` only past 4 GiB of one subject or detail, or 65,535
-/// distinct strategy names, leaving the timeline as it was.
+/// distinct strategy names; that and a failed allocation leave the timeline as
+/// it was. It has no asynchronous operation, so cancellation does not apply;
+/// like a `std::vector`, one thread at a time may change it.
 using Timeline = detail::BasicTimeline<void>;
 
 /// The name of an event kind, e.g. `traffic_applied`.
