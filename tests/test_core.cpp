@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <random>
+#include <stdexcept>
 #include <vector>
 #include <string>
 
@@ -336,6 +337,22 @@ TEST_CASE("Timeline gives back every field of every event, in order, compactly")
   CHECK(big.memory_bytes() < 4 * n * 64);
   CHECK(big[4 * 517 + 2].subject == "v1-00517");
   CHECK(big[4 * 517 + 2].detail == "old instance (v1)");
+}
+
+TEST_CASE("Timeline refuses a 65,536th strategy name and is left as it was") {
+  Timeline t;
+  for (int i = 0; i < 0xFFFF; ++i) t.push_back(Event{1s, EventKind::run_started, fmt::format("s{}", i), "x", "", std::nullopt, {}});
+  REQUIRE(t.size() == 0xFFFF);
+  const auto before = t.memory_bytes();
+  CHECK_THROWS_AS(t.push_back(Event{2s, EventKind::run_finished, "one-too-many", "y", "detail", std::nullopt, {}}), std::length_error);
+  CHECK(t.size() == 0xFFFF);
+  CHECK(t.memory_bytes() == before);
+  CHECK(t.back().strategy == "s65534");
+  CHECK(t.back().subject == "x");
+  // A name it already holds is still accepted.
+  t.push_back(Event{3s, EventKind::run_finished, "s7", "z", "", std::nullopt, {}});
+  CHECK(t.size() == 0x10000);
+  CHECK(t.back().strategy == "s7");
 }
 
 TEST_CASE("ObserverList delivers to observers and callables in order") {
