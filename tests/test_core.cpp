@@ -50,6 +50,11 @@ TEST_CASE("Percent stores exact basis points and validates its range") {
   CHECK(fmt::format("{}", 100_pct) == "100%");
   CHECK(fmt::format("{}", 0.05_pct) == "0.05%");
   CHECK(fmt::format("{}", Percent{}) == "0%");
+  CHECK((12.5_pct).text() == "12.5%");
+  CHECK((10.01_pct).text() == "10.01%");
+  CHECK((99.9_pct).text() == "99.9%");
+  CHECK((0.01_pct).text() == "0.01%");
+  CHECK((7_pct).text() == "7%");
 
   CHECK(rejection([] { (void)Percent::from_basis_points(10001, "max_weight"); }) ==
         "invalid option max_weight = 10001 basis points: must be within 0%..100% (0..10000 basis points)");

@@ -22,6 +22,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <stdexcept>
@@ -141,6 +142,45 @@ TEST_CASE("SimClock timers honour per-operation cancellation and cancel()") {
   CHECK(t.cancel() == 1);
   clock.run(io);
   CHECK(got == asio::error::operation_aborted);
+}
+
+TEST_CASE("SimClock: several waits on one timer, each cancelled alone or all by cancel(), the rest fire in arming order") {
+  asio::io_context io;
+  SimClock clock;
+  auto t = clock.make_timer(io.get_executor());
+  std::vector<std::string> got;
+  // Waits a, b, c, d; the first one armed is kept apart from the others, so
+  // cancel each position: the first (a), one in the middle (c).
+  std::array<asio::cancellation_signal, 4> sig;
+  t.expires_after(1min);
+  for (std::size_t i = 0; i < sig.size(); ++i) {
+    const std::string name(1, static_cast<char>('a' + i));
+    t.async_wait(asio::bind_cancellation_slot(sig[i].slot(), [&got, name](error_code ec) {
+      got.push_back(fmt::format("{}:{}", name, ec ? "aborted" : "fired"));
+    }));
+  }
+  CHECK(clock.pending_timers() == 4);
+  sig[0].emit(asio::cancellation_type::terminal);
+  sig[2].emit(asio::cancellation_type::terminal);
+  CHECK(clock.pending_timers() == 2);
+  clock.run(io);
+  CHECK(got == std::vector<std::string>{"a:aborted", "c:aborted", "b:fired", "d:fired"});
+  CHECK(since_epoch(clock) == 1min);
+
+  // cancel() aborts what is left, in arming order, and says how many; a new
+  // expiry does the same.
+  got.clear();
+  t.expires_after(1min);
+  for (const char* name : {"e", "f", "g"}) {
+    t.async_wait([&got, name](error_code ec) { got.push_back(fmt::format("{}:{}", name, ec ? "aborted" : "fired")); });
+  }
+  CHECK(t.cancel() == 3);
+  CHECK(t.cancel() == 0);
+  t.async_wait([&got](error_code ec) { got.push_back(fmt::format("h:{}", ec ? "aborted" : "fired")); });
+  CHECK(t.expires_after(1min) == 1);
+  clock.run(io);
+  CHECK(got == std::vector<std::string>{"e:aborted", "f:aborted", "g:aborted", "h:aborted"});
+  CHECK(clock.pending_timers() == 0);
 }
 
 TEST_CASE("SimClock::run_for stops exactly at the requested time") {

@@ -103,15 +103,15 @@ inline std::string format_duration(Duration d) {
     const auto minutes_total = ns / min_ns;
     const auto rest = ns % min_ns;
     const auto h = minutes_total / 60, m = minutes_total % 60;
-    std::string out = h > 0 ? detail::format("{}h", h) : std::string();
-    if (m > 0 || (h > 0 && rest > 0)) out += detail::format("{}m", m);
+    std::string out = h > 0 ? detail::join_int({}, h, "h") : std::string();
+    if (m > 0 || (h > 0 && rest > 0)) out += detail::join_int({}, m, "m");
     if (rest > 0) out += trimmed(static_cast<double>(rest) / 1e9) + "s";
     return out;
   }
   if (ns >= s_ns) return trimmed(static_cast<double>(ns) / 1e9) + "s";
   if (ns >= 1'000'000) return trimmed(static_cast<double>(ns) / 1e6) + "ms";
   if (ns >= 1'000) return trimmed(static_cast<double>(ns) / 1e3) + "us";
-  return detail::format("{}ns", ns);
+  return detail::join_int({}, ns, "ns");
 }
 
 /// The longest duration any option accepts: 366 days. No rollout waits that

@@ -78,9 +78,13 @@ public:
 
   /// The shortest exact text: `0.01%`, `0.5%`, `50%`, `100%`.
   std::string text() const {
-    return (bp_ % 100 == 0) ? detail::format("{}%", bp_ / 100)
-           : (bp_ % 10 == 0) ? detail::format("{}.{}%", bp_ / 100, (bp_ % 100) / 10)
-                             : detail::format("{}.{:02}%", bp_ / 100, bp_ % 100);
+    if (bp_ % 100 == 0) return detail::join_int({}, bp_ / 100, "%");
+    const int frac = bp_ % 100;  // 1 to 99: a Percent is 0 to 100% (from_basis_points checks)
+    std::string s = detail::join_int({}, bp_ / 100, ".");
+    s += static_cast<char>('0' + frac / 10);
+    if (frac % 10 != 0) s += static_cast<char>('0' + frac % 10);
+    s += '%';
+    return s;
   }
 
   /// The complement, 100% - this.

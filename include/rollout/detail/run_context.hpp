@@ -35,6 +35,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -71,13 +72,15 @@ public:
 
   /// Records an event and delivers it to the observers. (If an observer throws,
   /// the exception leaves `run()`, and the timeline with it.)
-  void emit(EventKind kind, std::string subject = {}, std::string detail = {}, std::optional<TrafficSplit> split = {},
+  /// (The texts are views: a literal or a caller's string is copied once, into
+  /// the timeline's buffer, and into an `Event` only when an observer watches.)
+  void emit(EventKind kind, std::string_view subject = {}, std::string_view detail = {}, std::optional<TrafficSplit> split = {},
             error_code ec = {}) {
     if (observers_->empty()) {  // nobody watching: record the parts, build no Event
       timeline_.append(elapsed(), kind, strategy_, subject, detail, std::move(split), ec);
       return;
     }
-    Event e{elapsed(), kind, strategy_, std::move(subject), std::move(detail), std::move(split), ec};
+    Event e{elapsed(), kind, strategy_, std::string(subject), std::string(detail), std::move(split), ec};
     observers_->on_event(e);
     timeline_.push_back(std::move(e));
   }
@@ -221,7 +224,7 @@ boost::asio::awaitable<T> shielded_scope(F make) {
 /// `lb.apply(split)` bounded by `timeout` through `scope` (the switch's own
 /// coroutine), the attempts and their backoff in one frame (`scoped_attempts`).
 template <LoadBalancer LB, Clock C>
-boost::asio::awaitable<result<void>> apply_verified_body(LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout,
+boost::asio::awaitable<result<void>> apply_verified_body(LB& lb, RunContext<C>& ctx, const TrafficSplit& split, Duration timeout,
                                                          const Backoff& backoff, JitterEngine& rng, TaskScope scope) {
   const auto what = [&split] { return detail::format("lb.apply({})", split); };
   auto r = co_await scoped_attempts<result<void>>(
@@ -246,12 +249,14 @@ boost::asio::awaitable<result<void>> apply_verified_body(LB& lb, RunContext<C>& 
 /// The switch runs in a coroutine of its own whose cancellation slot only its
 /// attempts' deadlines use (`shielded_scope`), so a timed-out attempt cancels
 /// that coroutine's thread instead of a child spawned per attempt.
-/// (`lb`, `ctx`, `backoff` and `rng` are the strategy's, which outlive the call.)
+/// (`lb`, `ctx`, `backoff` and `rng` are the strategy's, which outlive the call;
+/// `split` is the caller's, which co_awaits the call at once, so the switch reads
+/// it in place instead of copying it.)
 template <LoadBalancer LB, Clock C>
-boost::asio::awaitable<result<void>> apply_verified(LB& lb, RunContext<C>& ctx, TrafficSplit split, Duration timeout,
+boost::asio::awaitable<result<void>> apply_verified(LB& lb, RunContext<C>& ctx, const TrafficSplit& split, Duration timeout,
                                                     const Backoff& backoff, JitterEngine& rng) {
-  return shielded_scope<result<void>>([&lb, &ctx, split = std::move(split), timeout, &backoff, &rng](TaskScope scope) mutable {
-    return apply_verified_body(lb, ctx, std::move(split), timeout, backoff, rng, std::move(scope));
+  return shielded_scope<result<void>>([&lb, &ctx, &split, timeout, &backoff, &rng](TaskScope scope) {
+    return apply_verified_body(lb, ctx, split, timeout, backoff, rng, std::move(scope));
   });
 }
 

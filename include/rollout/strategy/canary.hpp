@@ -49,6 +49,26 @@ struct CanaryStep {
   AnalysisSpec analysis{};
 };
 
+namespace detail {
+/// A step as text: `set_weight 5%`, `pause 10m`, `pause until promoted` or
+/// `analyze <name>`; the step events' detail and `fmt::formatter<CanaryStep>`.
+/// Built by appending, not by `format`: it runs on every step (see `join_int`).
+/// (A template only for compile time, as `format_timeline` is.)
+template <int = 0>
+std::string step_label(const CanaryStep& s) {
+  std::string text;
+  switch (s.kind) {
+    case CanaryStep::set_weight: text = "set_weight "; text += s.weight.text(); break;
+    case CanaryStep::pause:
+      text = "pause ";
+      text += s.duration ? format_duration(*s.duration) : std::string("until promoted");
+      break;
+    case CanaryStep::analyze: text = "analyze "; text += s.analysis.name; break;
+  }
+  return text;
+}
+}  // namespace detail
+
 /// Builders for plan steps: `steps::set_weight(5_pct)`, `steps::pause(10min)`,
 /// `steps::pause()` (until promoted), `steps::analyze(spec)`.
 namespace steps {
@@ -544,18 +564,17 @@ private:
         }
         co_return on_interrupt(in);
       }
-      const std::string label = step.kind == CanaryStep::set_weight ? detail::format("set_weight {}", step.weight)
-                                : step.kind == CanaryStep::pause
-                                    ? (step.duration ? detail::format("pause {}", format_duration(*step.duration)) : std::string("pause until promoted"))
-                                    : detail::format("analyze {}", step.analysis.name);
+      const std::string label = detail::step_label(step);
       if (step.kind == CanaryStep::set_weight) state_.step_weight = step.weight;
-      const std::string subject = detail::format("steps[{}]", i);
-      ctx_.emit(EventKind::step_started, subject, label,
-                step.kind == CanaryStep::set_weight ? std::optional<TrafficSplit>(split_for(step.weight)) : std::nullopt);
+      const std::string subject = detail::join_int("steps[", static_cast<long long>(i), "]");
+      // A set_weight step's split, built once: recorded with the event, then applied.
+      std::optional<TrafficSplit> split;
+      if (step.kind == CanaryStep::set_weight) split = split_for(step.weight);
+      ctx_.emit(EventKind::step_started, subject, label, split);
       Interrupt in = Interrupt::none;
       switch (step.kind) {
         case CanaryStep::set_weight: {
-          auto r = co_await apply(split_for(step.weight));
+          auto r = co_await apply(std::move(*split));
           if (!r) {
             co_return rolling_back(Status::failed, Error(r.error().code, detail::format("set_weight {} failed: {}", step.weight, r.error().message)));
           }
@@ -632,11 +651,7 @@ template <>
 struct fmt::formatter<rollout::CanaryStep> : fmt::formatter<std::string_view> {
   template <class FormatContext>
   auto format(const rollout::CanaryStep& s, FormatContext& ctx) const {
-    std::string text = s.kind == rollout::CanaryStep::set_weight ? rollout::detail::format("set_weight {}", s.weight.text())
-                       : s.kind == rollout::CanaryStep::pause
-                           ? (s.duration ? rollout::detail::format("pause {}", rollout::format_duration(*s.duration)) : std::string("pause until promoted"))
-                           : rollout::detail::format("analyze {}", s.analysis.name);
-    return fmt::formatter<std::string_view>::format(text, ctx);
+    return fmt::formatter<std::string_view>::format(rollout::detail::step_label(s), ctx);
   }
 };
 

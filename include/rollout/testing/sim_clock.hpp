@@ -55,20 +55,42 @@ class SimClock {
     std::shared_ptr<State> state;
     boost::asio::any_io_executor ex;
     TimePoint expiry{};
-    std::vector<Key> keys;  // this timer's pending waits
+    // This timer's pending waits, in the order they were armed: nearly always
+    // one, kept inline in `first` (a timer armed per bounded call would
+    // otherwise allocate a list once per call); any others in `more`.
+    std::optional<Key> first;
+    std::vector<Key> more;
 
-    void forget(const Key& k) { std::erase(keys, k); }
-    std::size_t cancel() {
-      auto keys_now = std::move(keys);
-      keys.clear();
-      for (const auto& k : keys_now) {
-        auto it = state->queue.find(k);
-        if (it == state->queue.end()) continue;
-        auto w = std::move(it->second.wait);
-        state->queue.erase(it);
-        detail::complete(std::move(w), boost::asio::error::operation_aborted);
+    void add(const Key& k) {
+      if (!first) first = k;
+      else more.push_back(k);
+    }
+    void forget(const Key& k) {
+      if (first != k) {
+        std::erase(more, k);
+      } else if (more.empty()) {
+        first.reset();
+      } else {
+        first = more.front();
+        more.erase(more.begin());
       }
-      return keys_now.size();
+    }
+    std::size_t cancel() {
+      if (!first) return 0;
+      const Key one = *first;
+      auto others = std::move(more);
+      first.reset();
+      more.clear();
+      cancel_wait(one);
+      for (const auto& k : others) cancel_wait(k);
+      return 1 + others.size();
+    }
+    void cancel_wait(const Key& k) {
+      auto it = state->queue.find(k);
+      if (it == state->queue.end()) return;
+      auto w = std::move(it->second.wait);
+      state->queue.erase(it);
+      detail::complete(std::move(w), boost::asio::error::operation_aborted);
     }
   };
 
@@ -80,7 +102,7 @@ public:
     using executor_type = boost::asio::any_io_executor;
 
     timer(std::shared_ptr<State> st, boost::asio::any_io_executor ex)
-        : impl_(std::make_unique<TimerImpl>(TimerImpl{std::move(st), std::move(ex), {}, {}})) {}
+        : impl_(std::make_unique<TimerImpl>(TimerImpl{std::move(st), std::move(ex), {}, {}, {}})) {}
     timer(timer&&) noexcept = default;
     timer& operator=(timer&& other) noexcept {
       if (impl_) impl_->cancel();
@@ -119,17 +141,20 @@ public:
             }
             const Key key{impl->expiry, st.seq++};
             if (w->slot.is_connected()) {
-              w->slot.assign([state = impl->state, impl, key](boost::asio::cancellation_type_t type) {
+              // (`impl` outlives the handler: completing a wait, which destroying
+              // the timer does, clears its slot first.)
+              w->slot.assign([impl, key](boost::asio::cancellation_type_t type) {
                 if (type == boost::asio::cancellation_type::none) return;
-                auto it = state->queue.find(key);
-                if (it == state->queue.end()) return;
+                auto& queue = impl->state->queue;
+                auto it = queue.find(key);
+                if (it == queue.end()) return;
                 auto pending = std::move(it->second.wait);
-                state->queue.erase(it);
+                queue.erase(it);
                 impl->forget(key);
                 detail::complete(std::move(pending), boost::asio::error::operation_aborted, /*from_slot=*/true);
               });
             }
-            impl->keys.push_back(key);
+            impl->add(key);
             st.queue.emplace(key, Entry{std::move(w), impl});
           },
           token);
