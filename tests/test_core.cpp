@@ -349,7 +349,9 @@ TEST_CASE("Timeline refuses a 65,536th strategy name and is left as it was") {
   for (int i = 0; i < 0xFFFF; ++i) t.push_back(Event{1s, EventKind::run_started, fmt::format("s{}", i), "x", "", std::nullopt, {}});
   REQUIRE(t.size() == 0xFFFF);
   const auto before = t.memory_bytes();
-  CHECK_THROWS_AS(t.push_back(Event{2s, EventKind::run_finished, "one-too-many", "y", "detail", std::nullopt, {}}), std::length_error);
+  CHECK_THROWS_WITH_AS(t.push_back(Event{2s, EventKind::run_finished, "one-too-many", "y", "detail", std::nullopt, {}}),
+                       "rollout::Timeline: strategy name \"one-too-many\" would be the 65,536th; a timeline holds 65,535",
+                       std::length_error);
   CHECK(t.size() == 0xFFFF);
   CHECK(t.memory_bytes() == before);
   CHECK(t.back().strategy == "s65534");

@@ -186,16 +186,24 @@ private:
   void append(Duration at, EventKind kind, const std::string& strategy_name, std::string_view subject, std::string_view detail,
               std::optional<TrafficSplit>&& split, error_code error) {
     constexpr std::size_t max32 = ~std::uint32_t{0};
-    if (subject.size() > max32 || detail.size() > max32) throw std::length_error("rollout::Timeline: event text over 4 GiB");
+    if (subject.size() > max32 || detail.size() > max32) {
+      throw std::length_error(rollout::detail::format(
+          "rollout::Timeline: an event's subject ({} bytes) or detail ({} bytes) is over {} bytes", subject.size(), detail.size(), max32));
+    }
     std::size_t strategy = strategies_.size();
     if (last_strategy_ < strategies_.size() && strategies_[last_strategy_] == strategy_name) {
       strategy = last_strategy_;
     } else {
       strategy = static_cast<std::size_t>(std::find(strategies_.begin(), strategies_.end(), strategy_name) - strategies_.begin());
-      if (strategy == strategies_.size() && strategy > 0xFFFE) throw std::length_error("rollout::Timeline: over 65,535 strategy names");
+      if (strategy == strategies_.size() && strategy > 0xFFFE) {
+        throw std::length_error(rollout::detail::format(
+            "rollout::Timeline: strategy name \"{}\" would be the 65,536th; a timeline holds 65,535", strategy_name.substr(0, 64)));
+      }
     }
     const bool extra = split.has_value() || error;
-    if (extra && extras_.size() >= max32) throw std::length_error("rollout::Timeline: over 4 G events with a split or error");
+    if (extra && extras_.size() >= max32) {
+      throw std::length_error(rollout::detail::format("rollout::Timeline: {} events with a split or an error is the most it holds", max32));
+    }
     // Reserve everything first: the appends below cannot throw, so a failed
     // allocation adds nothing.
     if (records_.size() == records_.capacity()) records_.reserve(std::max<std::size_t>(8, 2 * records_.size()));
