@@ -388,6 +388,24 @@ TEST_CASE("state and steps print with fmt") {
   st.applied = TrafficSplit::of({{"stable", 90_pct}, {"canary", 10_pct}});
   CHECK(fmt::format("{}", st) == "progressing at steps[3], step weight 10%, applied {canary: 10%, stable: 90%}");
   CHECK(fmt::format("{}", steps::pause()) == "pause until promoted");
+  CHECK(fmt::format("{}", steps::pause(90s)) == "pause 1m30s");
+  CHECK(fmt::format("{}", steps::set_weight(12.5_pct)) == "set_weight 12.5%");
+  AnalysisSpec slo;
+  slo.name = "slo";
+  CHECK(fmt::format("{}", steps::analyze(slo)) == "analyze slo");
+}
+
+TEST_CASE("copies of a plan share its steps, and a moved-from plan keeps them") {
+  const auto plan = CanaryPlan::of({steps::set_weight(10_pct), steps::pause(1min), steps::set_weight(50_pct)});
+  auto copy = plan;
+  CHECK(&copy.steps() == &plan.steps());  // one list, not two
+  auto moved = std::move(copy);
+  CHECK(&moved.steps() == &plan.steps());
+  CHECK(copy.steps().size() == 3);  // NOLINT(bugprone-use-after-move): the point of the check
+  CHECK(fmt::format("{}", copy) == "[set_weight 10%, pause 1m, set_weight 50%]");
+  copy = CanaryPlan::of({steps::pause()});
+  CHECK(plan.steps().size() == 3);  // assigning a copy leaves the others as they were
+  CHECK(copy.steps().size() == 1);
 }
 
 TEST_CASE("an abort at every suspension point takes effect at once and ends on stable, with nothing leaked") {
