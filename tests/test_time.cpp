@@ -149,37 +149,49 @@ TEST_CASE("SimClock: several waits on one timer, each cancelled alone or all by 
   SimClock clock;
   auto t = clock.make_timer(io.get_executor());
   std::vector<std::string> got;
-  // Waits a, b, c, d; the first one armed is kept apart from the others, so
-  // cancel each position: the first (a), one in the middle (c).
+  auto record = [&got](std::string name) {
+    return [&got, name = std::move(name)](error_code ec) { got.push_back(fmt::format("{}:{}", name, ec ? "aborted" : "fired")); };
+  };
+  // The first wait armed is kept apart from the others: cancel it and one of
+  // the others through their own slots, then cancel() must still find the two
+  // left, in arming order.
   std::array<asio::cancellation_signal, 4> sig;
   t.expires_after(1min);
   for (std::size_t i = 0; i < sig.size(); ++i) {
-    const std::string name(1, static_cast<char>('a' + i));
-    t.async_wait(asio::bind_cancellation_slot(sig[i].slot(), [&got, name](error_code ec) {
-      got.push_back(fmt::format("{}:{}", name, ec ? "aborted" : "fired"));
-    }));
+    t.async_wait(asio::bind_cancellation_slot(sig[i].slot(), record(std::string(1, static_cast<char>('a' + i)))));
   }
   CHECK(clock.pending_timers() == 4);
   sig[0].emit(asio::cancellation_type::terminal);
   sig[2].emit(asio::cancellation_type::terminal);
   CHECK(clock.pending_timers() == 2);
+  CHECK(t.cancel() == 2);
   clock.run(io);
-  CHECK(got == std::vector<std::string>{"a:aborted", "c:aborted", "b:fired", "d:fired"});
+  CHECK(got == std::vector<std::string>{"a:aborted", "c:aborted", "b:aborted", "d:aborted"});
+  CHECK(since_epoch(clock) == Duration::zero());
+
+  // With the first cancelled, the others fire at the expiry, in arming order.
+  got.clear();
+  std::array<asio::cancellation_signal, 3> more;
+  t.expires_after(1min);
+  for (std::size_t i = 0; i < more.size(); ++i) {
+    t.async_wait(asio::bind_cancellation_slot(more[i].slot(), record(std::string(1, static_cast<char>('e' + i)))));
+  }
+  more[0].emit(asio::cancellation_type::terminal);
+  clock.run(io);
+  CHECK(got == std::vector<std::string>{"e:aborted", "f:fired", "g:fired"});
   CHECK(since_epoch(clock) == 1min);
 
-  // cancel() aborts what is left, in arming order, and says how many; a new
-  // expiry does the same.
+  // cancel() and a new expiry say how many waits they aborted.
   got.clear();
   t.expires_after(1min);
-  for (const char* name : {"e", "f", "g"}) {
-    t.async_wait([&got, name](error_code ec) { got.push_back(fmt::format("{}:{}", name, ec ? "aborted" : "fired")); });
-  }
-  CHECK(t.cancel() == 3);
+  t.async_wait(record("h"));
+  t.async_wait(record("i"));
+  CHECK(t.cancel() == 2);
   CHECK(t.cancel() == 0);
-  t.async_wait([&got](error_code ec) { got.push_back(fmt::format("h:{}", ec ? "aborted" : "fired")); });
+  t.async_wait(record("j"));
   CHECK(t.expires_after(1min) == 1);
   clock.run(io);
-  CHECK(got == std::vector<std::string>{"e:aborted", "f:aborted", "g:aborted", "h:aborted"});
+  CHECK(got == std::vector<std::string>{"h:aborted", "i:aborted", "j:aborted"});
   CHECK(clock.pending_timers() == 0);
 }
 
