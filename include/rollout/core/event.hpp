@@ -294,9 +294,10 @@ private:
 /// The iterators are C++20 random-access iterators whose reference is that
 /// value (`std::ranges` algorithms take them; the classic ones see input
 /// iterators). Appending never invalidates an event already read, and throws
-/// `std::length_error` only past 4 GiB of one subject or detail, or 65,535
-/// distinct strategy names; that and a failed allocation leave the timeline as
-/// it was. It has no asynchronous operation, so cancellation does not apply;
+/// `std::length_error` only past 4 GiB of one subject or detail, 65,535
+/// distinct strategy names, or 4 G events that carry a split or an error; the
+/// message gives the sizes or the name refused. That and a failed allocation
+/// leave the timeline as it was. It has no asynchronous operation, so cancellation does not apply;
 /// like a `std::vector`, one thread at a time may change it.
 using Timeline = detail::BasicTimeline<void>;
 
