@@ -82,8 +82,8 @@ struct Scenario {
     // Nothing leaks: the reported fleet is the real one, and nothing in it is still starting.
     CHECK(out.fleet->fleet == orch.instances());
     for (const auto& i : orch.instances()) CHECK_MESSAGE(orch.is_ready(i.id), i.id);
-    // The state shown after the run reports the same fleet and counts as the outcome.
-    CHECK(roll.state().report.fleet == out.fleet->fleet);
+    // The state shown after the run has the outcome's counts; the fleet is in the outcome only.
+    CHECK(roll.state().report.fleet.empty());
     CHECK(roll.state().report.created == out.fleet->created);
     CHECK(roll.state().report.retired == out.fleet->retired);
     CHECK(roll.state().report.failed == out.fleet->failed);
@@ -123,12 +123,20 @@ TEST_CASE("desired 10, surge 25% / unavailable 0: never below 10 serving, never 
   s.opts.max_surge = 25_pct;
   s.opts.max_unavailable = 0;
   s.start_latency(10s);
+  // The state counts as the update goes, not only at its end.
+  std::optional<FleetReport> at_15s;
+  s.at(15s, [&](Roll& r) { at_15s = r.state().report; });
   auto out = s.run();
   CHECK(out.status == Status::promoted);
   CHECK(s.count("v2") == 10);
   CHECK(s.count("v1") == 0);
   CHECK(s.capacity->min_serving() == 10);
   CHECK(s.capacity->max_fleet() == 13);
+  REQUIRE(at_15s);
+  CHECK(at_15s->created == 6);  // the first lane's three, then three more once three old ones were retired
+  CHECK(at_15s->retired == 3);
+  CHECK(at_15s->failed == 0);
+  CHECK(at_15s->fleet.empty());
   CHECK(out.fleet->created == 10);
   CHECK(out.fleet->retired == 10);
   CHECK(out.fleet->failed == 0);
@@ -252,6 +260,7 @@ TEST_CASE("on_failure = pause holds the fleet until resume, then continues") {
   s.orch.on_create = [&](const Revision& r, std::size_t) { return StartScript{2s, false, r.id == "v2" && !fixed}; };
   s.at(10min, [&](Roll& r) {
     CHECK(r.state().phase == RollingPhase::paused);
+    CHECK(r.state().report.failed >= 1);  // the crash that paused it is counted already
     fixed = true;  // the operator fixed the image
     r.control().resume();
   });

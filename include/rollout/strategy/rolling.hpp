@@ -161,7 +161,11 @@ struct RollingState {
   std::int64_t total = 0;       ///< Instances that exist (including starting and retiring ones, and creates in flight).
   std::int64_t available = 0;   ///< Instances serving: ready for `min_ready`, not retiring.
   std::int64_t updated = 0;     ///< Instances on the target revision of the current pass, not retiring.
-  FleetReport report;           ///< Counts so far.
+  /// Instances created, retired and failed so far, counted as they happen. Its
+  /// `fleet` stays empty: the fleet at the end is in `Outcome::fleet` only, so a
+  /// copy of the state (for a status page, say) stays small, and a
+  /// 10,000-instance update does not hold its last `list()` twice.
+  FleetReport report;
 };
 
 /// A rolling update: replaces the `desired` instances of revision `from` with
@@ -441,7 +445,7 @@ private:
       if (wake_) wake_->notify_all();
       return false;
     }
-    ++report_.created;
+    ++state_.report.created;
     add_member(*created, MemberState::starting);
     ctx_.emit(EventKind::instance_created, created->id, detail::format("{} at {}", created->revision, created->endpoint));
     return true;
@@ -506,7 +510,7 @@ private:
     } else {
       remove_member(inst.id);
       known_available_.erase(inst.id);
-      ++report_.retired;
+      ++state_.report.retired;
       if (was_old) progress();
       ctx_.emit(EventKind::instance_retired, inst.id, "");
     }
@@ -515,7 +519,7 @@ private:
 
   void note_failure(const std::string& subject, const Error& e, std::string detail = {}) {
     ++failures_;
-    ++report_.failed;
+    ++state_.report.failed;
     last_failure_ = detail::format("{}: {}", subject, detail.empty() ? e.message : detail);
     ctx_.emit(EventKind::instance_failed, subject, detail.empty() ? e.message : std::move(detail), std::nullopt, e.code);
   }
@@ -706,18 +710,19 @@ private:
     o.reason = why.message;
     o.active = active.id;
     auto listed = co_await with_retry<std::vector<Instance>>([] { return std::string("orchestrator.list"); }, [&] { return orch_.list(); });
+    // The counts, and one copy of the fleet: at 10,000 instances it is about a
+    // megabyte, and the copies made here set the run's peak memory.
+    o.fleet.emplace();
+    o.fleet->created = state_.report.created;
+    o.fleet->retired = state_.report.retired;
+    o.fleet->failed = state_.report.failed;
     if (listed) {
-      report_.fleet = std::move(*listed);
+      o.fleet->fleet = std::move(*listed);
     } else {
       // The fleet as this run last knew it (every create and retire since the last list).
-      report_.fleet.clear();
-      for (const Member* m : members_by_id()) report_.fleet.push_back(m->instance);
+      for (const Member* m : members_by_id()) o.fleet->fleet.push_back(m->instance);
       o.reason += detail::format("; the fleet shown is this run's own record, because the final {}", listed.error().message);
     }
-    // Two copies of the fleet, not four: at 10,000 instances each is about a
-    // megabyte, and these copies set the run's peak memory.
-    state_.report = report_;
-    o.fleet = std::move(report_);
     co_return o;
   }
 
@@ -787,7 +792,6 @@ private:
   JitterEngine rng_;
   ResolvedBudgets budgets_;
   RollingState state_;
-  FleetReport report_;
   boost::asio::any_io_executor ex_;
   detail::Notifier* wake_ = nullptr;
   const Revision* target_ = nullptr;
