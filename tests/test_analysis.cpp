@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -188,6 +189,30 @@ TEST_CASE("analysis: failure_limit counts failed measurements, Argo-style") {
   CHECK(h.clock.elapsed() == 4min + 100ms);  // measurements at 0, 1, 2, 3, 4 min: the fifth (0.08) is the third failure
   CHECK(reason ==
         "metric error-rate failed (failure if > 0.05; 3 failed measurements, failure_limit 2): 0.01, 0.06, 0.02, 0.07, 0.08");
+}
+
+TEST_CASE("analysis: runs can share one spec instead of copying it; a null spec is refused") {
+  Harness h;
+  h.values("error-rate", {0.01, 0.06, 0.07, 0.08});
+  auto m = error_rate(1min, 4);
+  m.failure_limit = 1;
+  const auto spec = std::make_shared<const AnalysisSpec>(AnalysisSpec{"shared", {m}});
+  using Run = AnalysisRun<testing::ScriptedMetrics<>, SimClock>;
+  const auto ignore = [](EventKind, const std::string&, std::string) {};
+  Run a(h.metrics, h.clock, spec, Revision{"v2"}, Revision{"v1"}, nullptr, ignore);
+  Run b(h.metrics, h.clock, spec, Revision{"v2"}, Revision{"v1"}, nullptr, ignore);
+  CHECK(&a.spec() == spec.get());  // read in place, not copied
+  CHECK(&b.spec() == spec.get());
+  testing::run_sim(h.io, h.clock, a.run());
+  CHECK(a.phase() == AnalysisPhase::failed);  // 0.06 and 0.07: the second failure passes failure_limit 1
+  CHECK(a.reason() == "metric error-rate failed (failure if > 0.05; 2 failed measurements, failure_limit 1): 0.01, 0.06, 0.07");
+  CHECK(b.phase() == AnalysisPhase::running);  // its own state: b has not measured
+  try {
+    Run bad(h.metrics, h.clock, std::shared_ptr<const AnalysisSpec>(), Revision{"v2"}, Revision{"v1"}, nullptr, ignore);
+    FAIL("a null spec was accepted");
+  } catch (const invalid_option& e) {
+    CHECK(std::string(e.what()) == "invalid option spec = null: must point to an analysis spec");
+  }
 }
 
 TEST_CASE("analysis: success and failure conditions, and inconclusive when neither holds") {

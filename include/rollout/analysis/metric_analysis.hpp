@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -197,15 +198,27 @@ public:
     std::string last_detail;
   };
 
+  /// Measures `spec` (copied) for `canary` against `baseline`. `wake` (may be
+  /// null) is notified after each measurement; `emit` records the events.
   AnalysisRun(M& source, C clock, AnalysisSpec spec, Revision canary, Revision baseline, detail::Notifier* wake, Emit emit)
+      : AnalysisRun(source, std::move(clock), std::make_shared<const AnalysisSpec>(std::move(spec)), std::move(canary),
+                    std::move(baseline), wake, std::move(emit)) {}
+
+  /// The same, sharing `spec` instead of copying it: a spec is about 0.4 KB
+  /// with one metric, and `Canary` runs one per analysis step of each canary in
+  /// flight. Throws `invalid_option` if `spec` is null.
+  AnalysisRun(M& source, C clock, std::shared_ptr<const AnalysisSpec> spec, Revision canary, Revision baseline,
+              detail::Notifier* wake, Emit emit)
       : source_(source),
         clock_(std::move(clock)),
         spec_(std::move(spec)),
         canary_(std::move(canary)),
         baseline_(std::move(baseline)),
         wake_(wake),
-        emit_(std::move(emit)),
-        states_(spec_.metrics.size()) {}
+        emit_(std::move(emit)) {
+    if (!spec_) throw invalid_option("spec", "null", "must point to an analysis spec");
+    states_.resize(spec_->metrics.size());
+  }
 
   /// Measures until decided (see the class comment).
   boost::asio::awaitable<void> run() {
@@ -245,11 +258,11 @@ public:
         if (states_[i].phase == phase) return describe(i);
       }
     }
-    return detail::format("{}: every metric passed", spec_.name);
+    return detail::format("{}: every metric passed", spec_->name);
   }
 
   const std::vector<MetricState>& states() const noexcept { return states_; }
-  const AnalysisSpec& spec() const noexcept { return spec_; }
+  const AnalysisSpec& spec() const noexcept { return *spec_; }
 
 private:
   struct Decided {};
@@ -261,10 +274,10 @@ private:
   /// worker task of its own (`scoped_for_each`).
   boost::asio::awaitable<void> measure_all() {
     try {
-      if (task_scope_ && spec_.metrics.size() == 1) {
+      if (task_scope_ && spec_->metrics.size() == 1) {
         co_await run_metric(0, *task_scope_);
       } else {
-        std::vector<std::size_t> idx(spec_.metrics.size());
+        std::vector<std::size_t> idx(spec_->metrics.size());
         std::iota(idx.begin(), idx.end(), std::size_t{0});
         co_await detail::scoped_for_each(idx.begin(), idx.end(), idx.size(),
                                          [this](std::size_t i, const detail::TaskScope& scope) { return run_metric(i, scope); });
@@ -275,7 +288,7 @@ private:
   }
 
   std::string describe(std::size_t i) const {
-    const auto& m = spec_.metrics[i];
+    const auto& m = spec_->metrics[i];
     const auto& s = states_[i];
     std::string values;
     const std::size_t first = s.values.size() > 10 ? s.values.size() - 10 : 0;
@@ -369,7 +382,7 @@ private:
   }
 
   boost::asio::awaitable<void> run_metric(std::size_t i, detail::TaskScope task) {
-    const auto& m = spec_.metrics[i];
+    const auto& m = spec_->metrics[i];
     auto& s = states_[i];
     if (m.initial_delay > Duration::zero()) co_await detail::sleep_for(clock_, m.initial_delay);
     const int count = m.count ? *m.count : (m.interval ? 0 : 1);  // 0: until stopped
@@ -434,7 +447,7 @@ private:
 
   M& source_;
   C clock_;
-  AnalysisSpec spec_;
+  std::shared_ptr<const AnalysisSpec> spec_;  // never null
   Revision canary_;
   Revision baseline_;
   detail::Notifier* wake_;

@@ -394,8 +394,13 @@ private:
 
   void emit_analysis(EventKind k, const std::string& subject, std::string detail) { ctx_.emit(k, subject, std::move(detail)); }
 
+  /// A run of `spec`, which is a step of `plan_` or `options_`' background
+  /// analysis: both outlive every analysis run (none outlives `run()`), so the
+  /// run reads the spec in place through a pointer that owns nothing (the
+  /// aliasing constructor with an empty owner) instead of copying it per canary.
   std::unique_ptr<Run> make_run(const AnalysisSpec& spec) {
-    return std::make_unique<Run>(metrics_, clock_, spec, canary_, baseline_revision(), wake_,
+    return std::make_unique<Run>(metrics_, clock_, std::shared_ptr<const AnalysisSpec>(std::shared_ptr<const void>(), &spec), canary_,
+                                 baseline_revision(), wake_,
                                  [this](EventKind k, const std::string& s, std::string d) { emit_analysis(k, s, std::move(d)); });
   }
 
