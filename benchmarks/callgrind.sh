@@ -2,7 +2,8 @@
 # Instruction counts under valgrind's callgrind, repeatable across runs and
 # machines' load (this machine has no hardware performance counters):
 #   - one canary step     (scale_bench --only canary: 6 steps per canary)
-#   - one rolling instance-step (scale_bench --only rolling: 4 per replacement)
+#   - one rolling instance-step (scale_bench --only rolling: 4 per replacement),
+#     with a wait_ready call per start-up, and through a readiness watch (rolling_watch)
 #   - one blue-green probe      (scale_bench --only blue_green: 1 per probe)
 #   - one HttpProbe check against examples/sample_service (probe_bench
 #     --probes), kept-alive one at a time and 128 at a time, and with a new
@@ -53,8 +54,9 @@ echo "| scenario | sizes | instance-steps | instructions (small) | instructions 
 echo "|---|---|---|---|---|---|"
 row canary "$c1" "$c2" canaries
 row rolling "$r1" "$r2" instances
+row rolling_watch "$r1" "$r2" instances
 row blue_green "$g1" "$g2" "switches of 100"
-echo "(canary: per plan step or promotion; rolling: per created/ready/retiring/retired transition; blue_green: per probe)"
+echo "(canary: per plan step or promotion; rolling, rolling_watch: per created/ready/retiring/retired transition; blue_green: per probe)"
 
 # HttpProbe's instructions per check, against a sample_service this script
 # starts on a free port and stops by PID (probe_bench's timed table cannot run

@@ -9,7 +9,7 @@
 // shared VM single runs of one binary vary by 2x within a minute.
 //
 // Usage: scale_bench [--smoke]
-//        scale_bench --only canary|rolling|blue_green [--size N] [--runs R]   (one row; also for callgrind)
+//        scale_bench --only canary|rolling|rolling_watch|blue_green [--size N] [--runs R]   (one row; also for callgrind)
 #include <rollout/rollout.hpp>
 #include <rollout/testing/testing.hpp>
 
@@ -123,10 +123,12 @@ Row canaries(std::size_t n) {
 
 /// One 10,000-instance rolling update, surge 25%, unavailable 10%, start-up 1-30 s.
 /// An instance-step is one created, ready, retiring or retired transition (four per replacement).
-Row rolling(std::size_t n) {
+/// `Orch` waits for each start-up with `wait_ready`, or through a `ReadinessWatch`.
+template <class Orch>
+Row rolling(std::size_t n, const char* name) {
   asio::io_context io;
   SimClock clock;
-  testing::FakeOrchestrator<> orch(clock);
+  Orch orch(clock);
   orch.set_create_latency(50ms);
   orch.set_retire_latency(50ms);
   for (std::size_t i = 0; i < n; ++i) orch.adopt(Instance{fmt::format("v1-{:05}", i), Revision{"v1"}, Endpoint{"10.0.0.1", 9000}});
@@ -138,7 +140,7 @@ Row rolling(std::size_t n) {
   o.desired = static_cast<std::int64_t>(n);
   o.max_surge = 25_pct;
   o.max_unavailable = 10_pct;
-  Rolling<testing::FakeOrchestrator<>, SimClock> roll(orch, Revision{"v1"}, Revision{"v2"}, o, clock);
+  Rolling<Orch, SimClock> roll(orch, Revision{"v1"}, Revision{"v2"}, o, clock);
   const double cpu0 = cpu_seconds();
   const auto out = testing::run_sim(io, clock, roll.run());
   const double cpu = cpu_seconds() - cpu0;
@@ -149,7 +151,7 @@ Row rolling(std::size_t n) {
       ++steps;
     }
   }
-  return Row{"rolling", n, steps, fmt::format("1 {}", out.status), out.elapsed, cpu, timeline_bytes(out)};
+  return Row{name, n, steps, fmt::format("1 {}", out.status), out.elapsed, cpu, timeline_bytes(out)};
 }
 
 /// 100 blue-greens of 100 instances: probe every 10 s, verify for 1 min.
@@ -184,9 +186,10 @@ Row blue_greens(std::size_t n) {
 
 Row run_one(const std::string& which, std::size_t size) {
   if (which == "canary") return canaries(size);
-  if (which == "rolling") return rolling(size);
+  if (which == "rolling") return rolling<testing::FakeOrchestrator<>>(size, "rolling");
+  if (which == "rolling_watch") return rolling<testing::WatchingFakeOrchestrator<>>(size, "rolling_watch");
   if (which == "blue_green") return blue_greens(size);
-  throw std::invalid_argument("--only: " + which + " is not canary, rolling or blue_green");
+  throw std::invalid_argument("--only: " + which + " is not canary, rolling, rolling_watch or blue_green");
 }
 
 }  // namespace
@@ -227,8 +230,8 @@ int main(int argc, char** argv) {
     const char* name;
     std::size_t size;
   };
-  const std::array<Spec, 3> specs{Spec{"canary", smoke ? 20u : 1000u}, Spec{"rolling", smoke ? 200u : 10000u},
-                                  Spec{"blue_green", smoke ? 2u : 100u}};
+  const std::array<Spec, 4> specs{Spec{"canary", smoke ? 20u : 1000u}, Spec{"rolling", smoke ? 200u : 10000u},
+                                  Spec{"rolling_watch", smoke ? 200u : 10000u}, Spec{"blue_green", smoke ? 2u : 100u}};
   const int runs_each = smoke ? 1 : 7;
   fmt::print("Scale in simulated time (scripted policies, no I/O), each scenario in its own process, CPU best of {}\n", runs_each);
   fmt::print("| scenario | instances | outcome | simulated | CPU | instance-steps | CPU per instance-step | peak RSS per instance | target (< 5 us, < 2 KB) | of which timeline |\n");
@@ -241,8 +244,9 @@ int main(int argc, char** argv) {
   }
   fmt::print("canary: 1,000 canaries of 5 steps (10%, pause 1m, analysis, 50%, pause 1m) and a promotion each; an instance is a canary,\n"
              "  an instance-step one step or the promotion. rolling: one update of 10,000 instances (surge 25%, unavailable 10%,\n"
-             "  start-up 1-30 s); an instance-step is a created, ready, retiring or retired transition. blue_green: 100 switches of\n"
-             "  100 instances each (probe every 10 s, 1 min verification); an instance-step is one probe. Memory includes the\n"
+             "  start-up 1-30 s); an instance-step is a created, ready, retiring or retired transition; rolling waits for each\n"
+             "  start-up with its own wait_ready call, rolling_watch (the same update) through one ReadinessWatch.\n"
+             "  blue_green: 100 switches of 100 instances each (probe every 10 s, 1 min verification); an instance-step is one probe. Memory includes the\n"
              "  scripted policies and every run's full event timeline; the last column is the timeline's share (its events,\n"
              "  strings and splits, per instance).\n");
   return failures == 0 ? 0 : 1;

@@ -120,6 +120,36 @@ static_assert(!Orchestrator<FleetWithoutRetire>);
 static_assert(!Clock<ClockWithoutTimer>);
 static_assert(!Observer<ObserverWrongName>);
 
+// The optional readiness capability: a watch needs all three members, with these types.
+struct Watch {
+  void add(const Instance&) {}
+  void remove(const std::string&) {}
+  asio::awaitable<result<std::vector<ReadinessReport>>> next() { co_return std::vector<ReadinessReport>{}; }
+};
+struct WatchWithoutRemove {
+  void add(const Instance&) {}
+  asio::awaitable<result<std::vector<ReadinessReport>>> next() { co_return std::vector<ReadinessReport>{}; }
+};
+struct WatchNextNotAwaitable {
+  void add(const Instance&) {}
+  void remove(const std::string&) {}
+  std::vector<ReadinessReport> next() { return {}; }
+};
+template <class W>
+struct FleetThatWatches : archetype::NoopFleet {
+  W watch_readiness() { return W{}; }
+};
+struct FleetThatWatchesWithoutList : FleetWithoutList {
+  Watch watch_readiness() { return Watch{}; }
+};
+static_assert(ReadinessWatch<Watch>);
+static_assert(!ReadinessWatch<WatchWithoutRemove>);
+static_assert(!ReadinessWatch<WatchNextNotAwaitable>);
+static_assert(WatchesReadiness<FleetThatWatches<Watch>>);
+static_assert(!WatchesReadiness<FleetThatWatches<WatchWithoutRemove>>);
+static_assert(!WatchesReadiness<archetype::NoopFleet>);                    // optional: a fleet without it is still an Orchestrator
+static_assert(!WatchesReadiness<FleetThatWatchesWithoutList>);             // and it needs a whole Orchestrator
+
 }  // namespace near_miss
 
 // The shipped fakes and clocks model their concepts.
@@ -128,6 +158,8 @@ static_assert(LoadBalancer<testing::ScriptedLoadBalancer<SteadyClock>>);
 static_assert(HealthProbe<testing::ScriptedProbe<testing::SimClock>>);
 static_assert(MetricsSource<testing::ScriptedMetrics<testing::SimClock>>);
 static_assert(Orchestrator<testing::FakeOrchestrator<testing::SimClock>>);
+static_assert(!WatchesReadiness<testing::FakeOrchestrator<testing::SimClock>>);
+static_assert(WatchesReadiness<testing::WatchingFakeOrchestrator<testing::SimClock>>);
 static_assert(Observer<testing::InvariantChecker>);
 static_assert(Clock<testing::SimClock>);
 static_assert(Clock<SteadyClock>);

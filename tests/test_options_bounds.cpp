@@ -285,6 +285,8 @@ std::vector<Bad> bad_values() {
       {"call_timeout", "0s", [] { rolling_opt([](auto& o) { o.call_timeout = 0s; }); }},
       {"call_timeout", "forever", [] { rolling_opt([](auto& o) { o.call_timeout = Duration::max(); }); }},
       {"retry.initial", "-1ms", [] { rolling_opt([](auto& o) { o.retry.initial = -1ms; }); }},
+      {"burst", "0", [] { rolling_opt([](auto& o) { o.burst = 0; }); }},
+      {"burst", "9223372036854775807", [] { rolling_opt([](auto& o) { o.burst = i64max; }); }},
       {"from", "\"\"", [] { rolling([](auto&, auto& f, auto&) { f.id.clear(); }); }},
       {"to", "\"v1\"", [] { rolling([](auto&, auto&, auto& t) { t.id = "v1"; }); }},
       // ---- HttpProbe
@@ -324,6 +326,7 @@ std::vector<Bad> bad_values() {
       {"executable", "\"\"", [] { process([](auto& o) { o.executable.clear(); }); }},
       {"executable", "\"bin/service\"", [] { process([](auto& o) { o.executable = "bin/service"; }); }},
       {"ready_poll", "0s", [] { process([](auto& o) { o.ready_poll = 0s; }); }},
+      {"watch_probes", "0", [] { process([](auto& o) { o.watch_probes = 0; }); }},
       {"drain", "-1s", [] { process([](auto& o) { o.drain = -1s; }); }},
       {"drain", "forever", [] { process([](auto& o) { o.drain = Duration::max(); }); }},
       {"grace", "0s", [] { process([](auto& o) { o.grace = 0s; }); }},

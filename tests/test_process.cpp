@@ -18,10 +18,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <fstream>
 #include <future>
+#include <map>
 #include <thread>
 #include <optional>
 #include <string>
@@ -214,6 +216,48 @@ TEST_CASE("load balancer hooks: registered when ready, removed before SIGTERM") 
   CHECK(router.pick()->id == "v1-0");
   REQUIRE(run(io, orch.retire(*inst)).has_value());
   CHECK(calls == std::vector<std::string>{"ready v1-0", "drain v1-0", "gone v1-0"});
+}
+
+TEST_CASE("one readiness watch reports real processes: ready and registered, crashed, unknown") {
+  asio::io_context io;
+  auto probe = health_probe();
+  auto o = sample();
+  o.revision_args["broken"] = {"--error-rate", "7"};  // rejected by the service: exit code 2
+  std::vector<std::string> registered;
+  InstanceRegistration reg;
+  reg.on_ready = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    registered.push_back(i.id);
+    co_return result<void>{};
+  };
+  Orch orch(probe, o, reg);
+  std::vector<Instance> made;
+  for (const char* rev : {"v1", "v1", "broken"}) {
+    auto inst = run(io, orch.create(Revision{rev}));
+    REQUIRE(inst.has_value());
+    made.push_back(*inst);
+  }
+  auto w = orch.watch_readiness();
+  static_assert(ReadinessWatch<decltype(w)>);
+  for (const auto& i : made) w.add(i);
+  w.add(Instance{"ghost", Revision{"v1"}, made[0].endpoint});
+  std::map<std::string, std::string> verdicts;
+  while (verdicts.size() < 4) {
+    auto got = run(io, w.next());
+    REQUIRE(got.has_value());
+    REQUIRE_FALSE(got->empty());
+    for (const auto& r : *got) {
+      CHECK_FALSE(verdicts.contains(r.id));  // each instance is reported once
+      verdicts[r.id] = r.ready ? std::string("ready") : r.ready.error().message;
+    }
+  }
+  CHECK(verdicts[made[0].id] == "ready");
+  CHECK(verdicts[made[1].id] == "ready");
+  CHECK(verdicts[made[2].id] == "broken-2 exited with code 2 while starting");
+  CHECK(verdicts["ghost"] == "ghost is not one of our processes");
+  std::sort(registered.begin(), registered.end());
+  CHECK(registered == std::vector<std::string>{made[0].id, made[1].id});  // on_ready ran for the ready ones only
+  for (int k = 0; k < 2; ++k) CHECK(get(made[k].endpoint, "/version").second == "v1\n");
+  run(io, orch.shutdown());
 }
 
 TEST_CASE("a rolling update of real processes") {

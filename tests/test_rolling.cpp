@@ -30,14 +30,26 @@ using namespace rollout::literals;
 using namespace std::chrono_literals;
 using testing::SimClock;
 using testing::StartScript;
-using Roll = Rolling<testing::FakeOrchestrator<>, SimClock>;
+// Every update runs twice: with an orchestrator that waits for each start-up with
+// its own wait_ready call, and with one that reports readiness through a ReadinessWatch.
+using PerInstance = testing::FakeOrchestrator<>;
+using Watching = testing::WatchingFakeOrchestrator<>;
+TYPE_TO_STRING(PerInstance);
+TYPE_TO_STRING(Watching);
+#define ROLLING_CASE(name) TEST_CASE_TEMPLATE(name, Orch, PerInstance, Watching)
+// In each case: `Scenario` and `Roll` for the orchestrator under test.
+#define ROLLING_TYPES              \
+  using Scenario = ScenarioT<Orch>; \
+  using Roll [[maybe_unused]] = typename Scenario::Roll
 
 namespace {
 
-struct Scenario {
+template <class Orch>
+struct ScenarioT {
+  using Roll = Rolling<Orch, SimClock>;
   asio::io_context io;
   SimClock clock;
-  testing::FakeOrchestrator<> orch{clock};
+  Orch orch{clock};
   RollingOptions opts;
   Revision from{"v1"};
   Revision to{"v2"};
@@ -45,7 +57,7 @@ struct Scenario {
   std::unique_ptr<testing::RollingInvariants> capacity;
   std::vector<std::pair<Duration, std::function<void(Roll&)>>> actions;
 
-  explicit Scenario(std::int64_t desired, int existing = -1) {
+  explicit ScenarioT(std::int64_t desired, int existing = -1) {
     opts.desired = desired;
     for (int i = 0; i < (existing < 0 ? desired : existing); ++i) {
       orch.adopt({fmt::format("v1-old-{:02}", i), {"v1"}, {"10.0.0.1", static_cast<std::uint16_t>(9000 + i)}});
@@ -118,7 +130,8 @@ TEST_CASE("Kubernetes rounding: surge up, unavailable down, both 0 makes unavail
   CHECK(resolve_budgets(2, 10, 10) == ResolvedBudgets{10, 10});  // absolute values are taken as given
 }
 
-TEST_CASE("desired 10, surge 25% / unavailable 0: never below 10 serving, never above 13") {
+ROLLING_CASE("desired 10, surge 25% / unavailable 0: never below 10 serving, never above 13") {
+  ROLLING_TYPES;
   Scenario s(10);
   s.opts.max_surge = 25_pct;
   s.opts.max_unavailable = 0;
@@ -146,7 +159,8 @@ TEST_CASE("desired 10, surge 25% / unavailable 0: never below 10 serving, never 
   CHECK(out.elapsed < 45s);
 }
 
-TEST_CASE("desired 10, surge 0 / unavailable 25%: never below 8 serving, never above 10") {
+ROLLING_CASE("desired 10, surge 0 / unavailable 25%: never below 8 serving, never above 10") {
+  ROLLING_TYPES;
   Scenario s(10);
   s.opts.max_surge = 0;
   s.opts.max_unavailable = 25_pct;
@@ -158,7 +172,8 @@ TEST_CASE("desired 10, surge 0 / unavailable 25%: never below 8 serving, never a
   CHECK(s.capacity->max_fleet() == 10);
 }
 
-TEST_CASE("desired 1 with the defaults: surge 1, unavailable 0") {
+ROLLING_CASE("desired 1 with the defaults: surge 1, unavailable 0") {
+  ROLLING_TYPES;
   Scenario s(1);
   s.start_latency(3s);
   auto out = s.run();
@@ -176,7 +191,8 @@ TEST_CASE("desired 1 with the defaults: surge 1, unavailable 0") {
                                           "3.05s instance_retiring v1-old-00", "3.1s instance_retired v1-old-00"});
 }
 
-TEST_CASE("heterogeneous start latencies: pipelining beats lockstep batches and meets the list-scheduling bound") {
+ROLLING_CASE("heterogeneous start latencies: pipelining beats lockstep batches and meets the list-scheduling bound") {
+  ROLLING_TYPES;
   const std::vector<Duration> latency{60s, 5s, 5s, 5s, 60s, 5s, 5s, 5s, 60s, 5s, 5s, 5s};
   Scenario s(static_cast<std::int64_t>(latency.size()));
   s.opts.max_surge = 3;
@@ -205,7 +221,8 @@ TEST_CASE("heterogeneous start latencies: pipelining beats lockstep batches and 
   CHECK(out.elapsed <= lower_bound + lower_bound / 5);  // and lands within 20% of the lower bound
 }
 
-TEST_CASE("a never-ready instance is retired, counted and replaced") {
+ROLLING_CASE("a never-ready instance is retired, counted and replaced") {
+  ROLLING_TYPES;
   Scenario s(4);
   s.opts.ready_deadline = 1min;
   s.orch.on_create = [](const Revision&, std::size_t n) { return StartScript{5s, n == 1, false}; };
@@ -215,12 +232,17 @@ TEST_CASE("a never-ready instance is retired, counted and replaced") {
   CHECK(out.fleet->created == 5);
   const auto failed = find(out, EventKind::instance_failed, "v2-0001");
   REQUIRE(failed);
-  CHECK(failed->detail == "orchestrator.wait_ready(v2-0001) timed out after 1m");
+  if constexpr (WatchesReadiness<Orch>) {
+    CHECK(failed->detail == "v2-0001 was not ready within 1m (readiness watch)");
+  } else {
+    CHECK(failed->detail == "orchestrator.wait_ready(v2-0001) timed out after 1m");
+  }
   CHECK(find(out, EventKind::instance_retired, "v2-0001"));
   CHECK(s.count("v2") == 4);
 }
 
-TEST_CASE("crashes beyond max_failed_instances fail the update, which rolls back") {
+ROLLING_CASE("crashes beyond max_failed_instances fail the update, which rolls back") {
+  ROLLING_TYPES;
   Scenario s(4);
   s.opts.max_failed_instances = 2;
   s.orch.on_create = [](const Revision& r, std::size_t) { return StartScript{2s, false, r.id == "v2"}; };
@@ -235,7 +257,8 @@ TEST_CASE("crashes beyond max_failed_instances fail the update, which rolls back
   CHECK(out.active == "v1");
 }
 
-TEST_CASE("the progress deadline turns a stuck update into a rollback") {
+ROLLING_CASE("the progress deadline turns a stuck update into a rollback") {
+  ROLLING_TYPES;
   Scenario s(3);
   s.opts.progress_deadline = 2min;
   s.opts.ready_deadline = 1h;
@@ -252,7 +275,8 @@ TEST_CASE("the progress deadline turns a stuck update into a rollback") {
   CHECK(s.count("v2") == 0);
 }
 
-TEST_CASE("on_failure = pause holds the fleet until resume, then continues") {
+ROLLING_CASE("on_failure = pause holds the fleet until resume, then continues") {
+  ROLLING_TYPES;
   Scenario s(3);
   s.opts.on_failure = OnFailure::pause;
   s.opts.max_failed_instances = 1;
@@ -273,7 +297,8 @@ TEST_CASE("on_failure = pause holds the fleet until resume, then continues") {
   CHECK(find(out, EventKind::resumed)->at == 10min);
 }
 
-TEST_CASE("partition leaves k old instances, and a later run continues without extras") {
+ROLLING_CASE("partition leaves k old instances, and a later run continues without extras") {
+  ROLLING_TYPES;
   Scenario s(6);
   s.opts.partition = 2;
   s.start_latency(4s);
@@ -296,7 +321,8 @@ TEST_CASE("partition leaves k old instances, and a later run continues without e
   CHECK(s.orch.created() == 6);
 }
 
-TEST_CASE("resume from a half-done fleet counts both revisions and creates no extras") {
+ROLLING_CASE("resume from a half-done fleet counts both revisions and creates no extras") {
+  ROLLING_TYPES;
   Scenario s(5, 3);
   s.orch.adopt({"v2-prev-0", {"v2"}, {"10.0.0.2", 9100}});
   s.orch.adopt({"v2-prev-1", {"v2"}, {"10.0.0.2", 9101}});
@@ -309,7 +335,8 @@ TEST_CASE("resume from a half-done fleet counts both revisions and creates no ex
   CHECK(find(out, EventKind::instance_ready, "v2-prev-0"));  // adopted, after wait_ready confirmed it
 }
 
-TEST_CASE("abort mid-way rolls back under the same budgets, and the rollback is not cancelled") {
+ROLLING_CASE("abort mid-way rolls back under the same budgets, and the rollback is not cancelled") {
+  ROLLING_TYPES;
   Scenario s(8);
   s.start_latency(20s);
   s.at(30s, [](Roll& r) { r.control().abort("canary dashboards red"); });
@@ -323,7 +350,8 @@ TEST_CASE("abort mid-way rolls back under the same budgets, and the rollback is 
   CHECK(find(out, EventKind::rollback_started)->at == 30s);
 }
 
-TEST_CASE("cancelling the caller rolls back, then returns") {
+ROLLING_CASE("cancelling the caller rolls back, then returns") {
+  ROLLING_TYPES;
   Scenario s(4);
   s.start_latency(20s);
   Roll roll(s.orch, s.from, s.to, s.opts, s.clock);
@@ -343,7 +371,8 @@ TEST_CASE("cancelling the caller rolls back, then returns") {
   CHECK(s.count("v2") == 0);
 }
 
-TEST_CASE("pause holds new work and the progress clock, and resume continues") {
+ROLLING_CASE("pause holds new work and the progress clock, and resume continues") {
+  ROLLING_TYPES;
   Scenario s(4);
   s.opts.progress_deadline = 1min;
   s.start_latency(10s);
@@ -355,6 +384,8 @@ TEST_CASE("pause holds new work and the progress clock, and resume continues") {
 }
 
 TEST_CASE("invalid options are rejected with the field and the value") {
+  using Scenario = ScenarioT<PerInstance>;
+  using Roll = Scenario::Roll;
   auto reject = [](auto mutate) {
     Scenario s(4);
     mutate(s);
@@ -385,10 +416,12 @@ TEST_CASE("invalid options are rejected with the field and the value") {
   CHECK(reject([](Scenario& s) { s.opts.max_failed_instances = 0; }) == "invalid option max_failed_instances = 0: must be at least 1");
   CHECK(reject([](Scenario& s) { s.to = Revision{"v1"}; }) == "invalid option to = \"v1\": must differ from the old revision");
   CHECK(reject([](Scenario& s) { s.opts.retry.jitter = 2; }) == "invalid option retry.jitter = 2: must be within 0..1");
+  CHECK(reject([](Scenario& s) { s.opts.burst = 0; }) == "invalid option burst = 0: must be within 1..1000000");
   CHECK(reject([](Scenario&) {}) == "accepted");
 }
 
-TEST_CASE("orchestrator faults: transient errors are retried, permanent ones counted") {
+ROLLING_CASE("orchestrator faults: transient errors are retried, permanent ones counted") {
+  ROLLING_TYPES;
   Scenario s(3);
   testing::FaultPlan plan;
   s.orch.set_plan(&plan);
@@ -406,7 +439,118 @@ TEST_CASE("orchestrator faults: transient errors are retried, permanent ones cou
   CHECK_FALSE(plan.injected().empty());
 }
 
-TEST_CASE("randomised: 1,000 seeded scenarios keep every invariant after every event") {
+ROLLING_CASE("burst bounds the creates and the retirements in flight; the budgets still pace the rest") {
+  ROLLING_TYPES;
+  Scenario s(30);
+  s.opts.max_surge = 100_pct;
+  s.opts.max_unavailable = 50_pct;
+  s.opts.burst = 4;
+  s.start_latency(5s);
+  auto out = s.run();
+  CHECK(out.status == Status::promoted);
+  CHECK(s.count("v2") == 30);
+  CHECK(s.orch.peak_creating() == 4);  // 30 at once without the bound (below)
+  CHECK(s.orch.peak_retiring() == 4);  // 15 at once without it
+  Scenario wide(30);
+  wide.opts.max_surge = 100_pct;
+  wide.opts.max_unavailable = 50_pct;
+  wide.start_latency(5s);
+  CHECK(wide.run().status == Status::promoted);
+  CHECK(wide.orch.peak_creating() == 30);  // the default burst, 500, leaves the surge budget as the bound
+  CHECK(wide.orch.peak_retiring() == 15);
+}
+
+TEST_CASE("the fake's readiness watch keeps the ReadinessWatch contract") {
+  asio::io_context io;
+  SimClock clock;
+  Watching orch(clock);
+  orch.adopt({"v1-ready", {"v1"}, {"10.0.0.1", 9000}});
+  // v2-0000 ready at 10 s, v2-0001 crashes at 20 s, v2-0002 ready at 30 s.
+  orch.on_create = [](const Revision&, std::size_t n) { return StartScript{std::chrono::seconds(10 * (n + 1)), false, n == 1}; };
+  std::vector<Instance> made;
+  for (int k = 0; k < 3; ++k) made.push_back(testing::run_sim(io, clock, orch.create(Revision{"v2"})).value());
+  auto w = orch.watch_readiness();
+  static_assert(ReadinessWatch<decltype(w)>);
+  w.add(orch.instances().front());                           // already ready: reported at once
+  w.add(Instance{"ghost", {"v2"}, {"10.0.0.9", 9000}});      // unknown: reported as failed, not dropped
+  for (const auto& i : made) w.add(i);
+  w.remove(made[2].id);  // never reported
+  CHECK(w.watching() == 4);
+  const auto t0 = clock.now();
+  auto first = testing::run_sim(io, clock, w.next());
+  REQUIRE(first.has_value());
+  REQUIRE(first->size() == 2);
+  CHECK(clock.now() == t0);
+  for (const auto& r : *first) {
+    if (r.id == "v1-ready") CHECK(r.ready.has_value());
+    else CHECK((r.id == "ghost" && !r.ready && r.ready.error().message == "ghost is not in the fleet"));
+  }
+  // A cancelled next() loses nothing: v2-0000 is reported by the next one.
+  {
+    asio::cancellation_signal sig;
+    bool cancelled_done = false;
+    asio::co_spawn(io, w.next(), asio::bind_cancellation_slot(sig.slot(), [&](std::exception_ptr e, result<std::vector<ReadinessReport>> r) {
+                     cancelled_done = e || !r;
+                   }));
+    clock.run_for(io, 5s);
+    sig.emit(asio::cancellation_type::terminal);
+    clock.run_for(io, 0s);
+    CHECK(cancelled_done);
+  }
+  CHECK_FALSE(orch.is_ready(made[0].id));
+  auto second = testing::run_sim(io, clock, w.next());
+  REQUIRE(second.has_value());
+  REQUIRE(second->size() == 1);
+  CHECK((*second)[0].id == made[0].id);
+  CHECK((*second)[0].ready.has_value());
+  CHECK(orch.is_ready(made[0].id));
+  auto third = testing::run_sim(io, clock, w.next());
+  REQUIRE(third.has_value());
+  REQUIRE(third->size() == 1);
+  CHECK((*third)[0].id == made[1].id);
+  REQUIRE_FALSE((*third)[0].ready);
+  CHECK((*third)[0].ready.error().code == make_error_code(errc::instance_failed));
+  CHECK(w.watching() == 0);
+  CHECK(clock.pending_timers() == 0);
+}
+
+TEST_CASE("a broken readiness watch is retried, and start-ups that miss their deadline quote its error") {
+  SUBCASE("two failed next() calls: the update still converges, with no failure") {
+    ScenarioT<Watching> s(3);
+    testing::FaultPlan plan;
+    s.orch.set_plan(&plan);
+    int broken = 0;
+    plan.inject_where([&](const testing::FaultPlan::Call& c) -> std::optional<testing::Fault> {
+      if (c.policy == "orchestrator.watch_readiness" && ++broken <= 2) return testing::Fault::fail(Error(errc::timeout, "watch stream reset"));
+      return std::nullopt;
+    });
+    s.start_latency(2s);
+    auto out = s.run();
+    CHECK(out.status == Status::promoted);
+    CHECK(out.fleet->failed == 0);
+    CHECK(broken > 2);
+  }
+  SUBCASE("every next() fails: each start-up misses its deadline, and the update rolls back") {
+    ScenarioT<Watching> s(3);
+    testing::FaultPlan plan;
+    s.orch.set_plan(&plan);
+    plan.inject_where([](const testing::FaultPlan::Call& c) -> std::optional<testing::Fault> {
+      if (c.policy == "orchestrator.watch_readiness") return testing::Fault::fail(Error(errc::lb_unavailable, "watch stream reset"));
+      return std::nullopt;
+    });
+    s.opts.ready_deadline = 1min;
+    s.start_latency(2s);
+    auto out = s.run();
+    CHECK(out.status == Status::rolled_back);
+    CHECK(out.code == make_error_code(errc::too_many_failures));
+    CHECK(contains(out.reason, "was not ready within 1m (readiness watch); the watch's last error: watch stream reset"));
+    CHECK(s.count("v1") == 3);
+    CHECK(s.count("v2") == 0);
+  }
+}
+
+ROLLING_CASE("randomised: 1,000 seeded scenarios keep every invariant after every event") {
+  ROLLING_TYPES;
   std::size_t promoted = 0, rolled_back = 0, aborted = 0, failed = 0;
   const std::uint64_t only = std::getenv("ROLLOUT_SEED") ? std::strtoull(std::getenv("ROLLOUT_SEED"), nullptr, 10) : 0;
   for (std::uint64_t seed = only ? only : 1; seed <= (only ? only : 1000); ++seed) {
@@ -482,11 +626,12 @@ TEST_CASE("state, budgets and phases print with fmt") {
   CHECK(fmt::format("{}", Budget(3)) == "3");
 }
 
-TEST_CASE("an abort at every suspension point stops at once and rolls back to v1, with nothing leaked") {
+ROLLING_CASE("an abort at every suspension point stops at once and rolls back to v1, with nothing leaked") {
+  ROLLING_TYPES;
   struct Fixture {
     asio::io_context io;
     SimClock clock;
-    testing::FakeOrchestrator<> orch{clock};
+    Orch orch{clock};
     testing::InvariantChecker invariants;
     std::unique_ptr<testing::RollingInvariants> capacity;
     std::unique_ptr<Roll> roll;
@@ -542,7 +687,9 @@ TEST_CASE("an abort at every suspension point stops at once and rolls back to v1
   // Only the last completions: after the last old instance's retirement began (each
   // such point is checked above). 7 of 67 since a task's bounded call cancels its
   // deadline timer, which completes once more; 6 before.
-  CHECK(rep.other <= 7);
+  // With a readiness watch, 5 more: the watch's feed and deadline tasks are
+  // stopped once the update has converged, and their completions are points too.
+  CHECK(rep.other <= (WatchesReadiness<Orch> ? 12 : 7));
   // Start-ups in flight are cancelled and min_ready (2 s) is not waited for; only a
   // retirement already in flight (50 ms) finishes first.
   CHECK(rep.worst_to_effect <= 50ms);

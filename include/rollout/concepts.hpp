@@ -3,7 +3,8 @@
 /// @file
 /// The four policy concepts, documented as named requirements: `LoadBalancer`,
 /// `HealthProbe`, `MetricsSource` and `Orchestrator` (and `Observer`, from
-/// `core/event.hpp`).
+/// `core/event.hpp`); and one optional capability of an orchestrator,
+/// `WatchesReadiness`, with its `ReadinessWatch`.
 ///
 /// A strategy owns every decision about when, how often, how many and what next:
 /// thresholds, retries, schedules, timeouts and rollback. A policy owns exactly one
@@ -32,6 +33,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <concepts>
+#include <string>
 #include <vector>
 
 namespace rollout {
@@ -155,6 +157,9 @@ concept MetricsSource = requires(M& m, const MetricQuery& q, const Scope& s) {
 /// - **Cancellation.** `wait_ready` is cancelled at the ready deadline and on
 ///   abort. A cancelled `create` may have started an instance; the strategy finds
 ///   it through `list`.
+/// - An orchestrator whose backend can report readiness for the whole fleet may
+///   also model `WatchesReadiness` (below); `Rolling` then uses it instead of
+///   `wait_ready`.
 ///
 /// Minimal conforming policy:
 /// @code
@@ -179,6 +184,67 @@ concept Orchestrator = requires(O& o, const Revision& r, const Instance& i) {
   { o.wait_ready(i) } -> std::same_as<boost::asio::awaitable<result<void>>>;
   { o.retire(i) } -> std::same_as<boost::asio::awaitable<result<void>>>;
   { o.list() } -> std::same_as<boost::asio::awaitable<result<std::vector<Instance>>>>;
+};
+
+/// One instance's readiness as a `ReadinessWatch` reports it: `ready` holds
+/// success once the instance is ready to serve, or the error that means it never
+/// will be (crashed, removed: `errc::instance_failed`, with the orchestrator's words).
+struct ReadinessReport {
+  std::string id;      ///< The instance's `Instance::id`.
+  result<void> ready;  ///< Success, or why the instance will not become ready.
+};
+
+/// **ReadinessWatch**: the readiness of many instances through one stream, the
+/// way a Kubernetes controller watches its pods through one informer instead of
+/// waiting on each pod. Obtained from an orchestrator that models
+/// `WatchesReadiness`.
+///
+/// Given `w`, an lvalue of type `W`, `i`, a `const Instance&`, and `id`, a
+/// `const std::string&`:
+///
+/// | expression | type | semantics |
+/// |---|---|---|
+/// | `w.add(i)` | `void` | Starts watching `i`. It is reported once by `next()`: when it is ready (at once, if it already is), or when it can no longer become ready. |
+/// | `w.remove(id)` | `void` | Stops watching `id`: nothing about it is reported afterwards, even if a report was already due. |
+/// | `w.next()` | `asio::awaitable<result<std::vector<ReadinessReport>>>` | Waits until at least one watched instance has a report, then returns every report due (each instance once) and stops watching those instances. |
+///
+/// Contract:
+/// - **Level, not edge.** `add` of an instance that is already ready reports it;
+///   nothing that happened before `add` is lost. An instance the orchestrator
+///   does not know is reported as failed, not dropped.
+/// - `add` and `remove` never block and never fail; they take effect before the
+///   next `next()` returns, including a `next()` already waiting.
+/// - **No deadline of its own.** `next()` may wait indefinitely; the strategy
+///   owns each instance's ready deadline and calls `remove` when it passes.
+/// - **Errors.** A broken stream (its backend unreachable, say) is an error from
+///   `next()`; the instances watched stay watched, and the strategy calls `next()`
+///   again after its backoff.
+/// - **Cancellation.** A cancelled `next()` finishes promptly (an error or
+///   `operation_aborted`) and loses no report: the instances watched stay watched.
+///   Destroying the watch stops watching everything.
+template <class W>
+concept ReadinessWatch = requires(W& w, const Instance& i, const std::string& id) {
+  { w.add(i) } -> std::same_as<void>;
+  { w.remove(id) } -> std::same_as<void>;
+  { w.next() } -> std::same_as<boost::asio::awaitable<result<std::vector<ReadinessReport>>>>;
+};
+
+/// **WatchesReadiness**: an optional capability of an `Orchestrator` whose backend
+/// reports readiness for the whole fleet (an informer, a watch API, one poll of
+/// every starting instance).
+///
+/// Given `o`, an lvalue of type `O`: `o.watch_readiness()` returns a new
+/// `ReadinessWatch`, for one consumer, valid while `o` lives.
+///
+/// `Rolling` uses it when it is there: a start-up in flight is then an entry in
+/// the watch and in the strategy's deadline queue, not a `wait_ready` call with
+/// its coroutine frames and timer each, which is most of a large update's memory
+/// (2,000 start-ups waiting cost about 3 KB each through `wait_ready`). Without
+/// it, `Rolling` calls `wait_ready` per instance, as before. Either way the
+/// semantics are the same: the ready deadline, crashes and `min_ready`.
+template <class O>
+concept WatchesReadiness = Orchestrator<O> && requires(O& o) {
+  { o.watch_readiness() } -> ReadinessWatch;
 };
 
 }  // namespace rollout

@@ -11,6 +11,7 @@
 #include <rollout/detail/child_process.hpp>
 #include <rollout/detail/format.hpp>
 #include <rollout/detail/notifier.hpp>
+#include <rollout/detail/parallel.hpp>
 #include <rollout/detail/race.hpp>
 #include <rollout/detail/task.hpp>
 #include <rollout/tcp_probe.hpp>
@@ -46,7 +47,8 @@ struct ProcessOrchestratorOptions {
   std::vector<std::pair<std::string, std::string>> env;      ///< Added to the parent's environment.
   std::map<std::string, std::vector<std::string>> revision_args;  ///< Extra args for one revision (e.g. a bad build's flags).
   std::string host = "127.0.0.1";                            ///< Where instances listen.
-  Duration ready_poll{std::chrono::milliseconds(100)};       ///< How often `wait_ready` probes.
+  Duration ready_poll{std::chrono::milliseconds(100)};       ///< How often `wait_ready`, and a readiness watch's round, probe.
+  std::size_t watch_probes = 16;                             ///< Probes in flight at once in a readiness watch's round (>= 1).
   Duration drain{0};                                         ///< Between deregistration and SIGTERM.
   Duration grace{std::chrono::seconds(10)};                  ///< Between SIGTERM and SIGKILL.
 
@@ -55,6 +57,7 @@ struct ProcessOrchestratorOptions {
       throw invalid_option("executable", detail::format("{:?}", executable.string()), "must be an absolute path");
     }
     require_duration("ready_poll", ready_poll, DurationRule::positive);
+    if (watch_probes < 1) throw invalid_option("watch_probes", "0", "must be at least 1");
     require_duration("drain", drain, DurationRule::non_negative);
     require_duration("grace", grace, DurationRule::positive);
   }
@@ -86,6 +89,11 @@ struct InstanceRegistration {
 ///   is already gone succeeds. `last_exit(id)` and `on_exit` report how it ended,
 ///   telling a signal apart from an exit code.
 /// - `list()` returns the instances whose process is running.
+/// - `watch_readiness()` (it `WatchesReadiness`): one watch for many start-ups.
+///   Every `ready_poll`, one round probes each watched instance (up to
+///   `watch_probes` at once), then runs `on_ready` for the healthy ones, one at a
+///   time, and reports them, with the ones whose process has exited. `Rolling`
+///   then holds no coroutine per start-up.
 /// - A process that exits on its own (a crash) is detected at once: it leaves
 ///   `list()`, and `on_exit` reports it with `crashed = true`.
 ///
@@ -146,6 +154,54 @@ public:
     c.registered = true;
     co_return result<void>{};
   }
+
+  /// This orchestrator's `ReadinessWatch` (see the class comment). An instance
+  /// that is not one of this orchestrator's processes is reported as failed at
+  /// the next round; one whose process exits is reported with how it ended.
+  /// Cancellation: `next()` lets `operation_aborted` propagate and loses nothing.
+  /// The orchestrator must outlive the watch.
+  class ReadinessWatchImpl {
+  public:
+    explicit ReadinessWatchImpl(ProcessOrchestrator& o) : o_(&o) {}
+    void add(const Instance& i) { watched_.insert_or_assign(i.id, i); }
+    void remove(const std::string& id) { watched_.erase(id); }
+
+    boost::asio::awaitable<result<std::vector<ReadinessReport>>> next() {
+      SteadyClock clock;
+      for (;;) {
+        std::vector<Instance> round;
+        round.reserve(watched_.size());
+        for (const auto& kv : watched_) round.push_back(kv.second);
+        // Probes run side by side; they only read. Registration (on_ready) does
+        // not: a load balancer's hooks are called one at a time, as wait_ready does.
+        std::vector<char> healthy(round.size(), 0);
+        co_await detail::scoped_for_each(round.begin(), round.end(), o_->opts_.watch_probes,
+                                         [this, &round, &healthy](const Instance& i, detail::TaskScope) { return probe_into(i, round, healthy); });
+        std::vector<ReadinessReport> out;
+        for (std::size_t k = 0; k < round.size(); ++k) {
+          if (!watched_.contains(round[k].id)) continue;  // removed during the round
+          auto verdict = co_await o_->settle(round[k], healthy[k] != 0);
+          if (verdict && watched_.erase(round[k].id) > 0) out.push_back(ReadinessReport{round[k].id, std::move(*verdict)});
+        }
+        if (!out.empty()) co_return out;
+        co_await detail::sleep_for(clock, o_->opts_.ready_poll);
+      }
+    }
+
+  private:
+    boost::asio::awaitable<void> probe_into(const Instance& i, const std::vector<Instance>& round, std::vector<char>& healthy) {
+      const auto k = static_cast<std::size_t>(&i - round.data());
+      if (!o_->running(i.id)) co_return;  // settled below without a probe
+      const auto health = co_await o_->probe_.check(i);
+      healthy[k] = health.healthy ? 1 : 0;
+    }
+
+    ProcessOrchestrator* o_;
+    std::map<std::string, Instance> watched_;
+  };
+
+  /// A new `ReadinessWatch` on this orchestrator's processes.
+  ReadinessWatchImpl watch_readiness() { return ReadinessWatchImpl(*this); }
 
   boost::asio::awaitable<result<void>> retire(const Instance& i) {
     auto it = children_.find(i.id);
@@ -228,6 +284,30 @@ private:
     bool registered = false;
   };
 
+  bool running(const std::string& id) const {
+    auto it = children_.find(id);
+    return it != children_.end() && !it->second->status;
+  }
+
+  /// A readiness watch's verdict on `i` after a round: nothing yet (still
+  /// starting), failed (exited, unknown, or its registration failed), or ready
+  /// (registered with `on_ready`, as `wait_ready` does).
+  boost::asio::awaitable<std::optional<result<void>>> settle(const Instance& i, bool healthy) {
+    auto it = children_.find(i.id);
+    if (it == children_.end()) co_return result<void>(Error(errc::instance_failed, detail::format("{} is not one of our processes", i.id)));
+    if (it->second->status) {
+      co_return result<void>(Error(errc::instance_failed, detail::format("{} {} while starting", i.id, it->second->status->text())));
+    }
+    if (!healthy) co_return std::nullopt;
+    if (reg_.on_ready) {
+      auto r = co_await reg_.on_ready(i);
+      if (!r) co_return result<void>(Error(r.error().code, detail::format("{} is ready but registering it failed: {}", i.id, r.error().message)));
+    }
+    it = children_.find(i.id);  // (the hook may have taken a while)
+    if (it != children_.end()) it->second->registered = true;
+    co_return result<void>();
+  }
+
   /// The command line of `inst`: placeholders replaced, revision extras appended.
   /// (Not in the coroutine: g++ 12 rejects braced lists inside coroutine bodies.)
   void command_line(const Instance& inst, std::vector<std::string>& args, std::vector<std::pair<std::string, std::string>>& env) const {
@@ -275,5 +355,6 @@ private:
 };
 
 static_assert(Orchestrator<ProcessOrchestrator<TcpProbe>>);
+static_assert(WatchesReadiness<ProcessOrchestrator<TcpProbe>>);
 
 }  // namespace rollout

@@ -8,6 +8,8 @@
 #include <rollout/core/clock.hpp>
 #include <rollout/core/types.hpp>
 #include <rollout/detail/format.hpp>
+#include <rollout/detail/notifier.hpp>
+#include <rollout/detail/race.hpp>
 #include <rollout/testing/fault.hpp>
 #include <rollout/testing/sim_clock.hpp>
 
@@ -19,6 +21,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
+#include <queue>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -41,10 +46,16 @@ struct StartScript {
 ///
 /// It counts what a rolling update cares about: created, retired, the fleet's
 /// peak size, and readiness per instance. Faults come from a shared `FaultPlan`
-/// (`orchestrator.create`, `.wait_ready`, `.retire`, `.list`).
-template <Clock C = SimClock>
+/// (`orchestrator.create`, `.wait_ready`, `.retire`, `.list`, and
+/// `.watch_readiness` for each `next()` of a watch).
+///
+/// With `Watch = true` it also `WatchesReadiness`: `watch_readiness()` returns a
+/// `ReadinessWatch` that reports each instance added when its `StartScript`
+/// says, as `wait_ready` would (`WatchingFakeOrchestrator` names that type).
+template <Clock C = SimClock, bool Watch = false>
 class FakeOrchestrator {
 public:
+  class ReadinessWatchImpl;
   FakeOrchestrator(C clock, std::vector<Instance> fleet = {}) : clock_(std::move(clock)) {
     for (auto& i : fleet) adopt(std::move(i));
   }
@@ -60,6 +71,7 @@ public:
   }
 
   boost::asio::awaitable<result<Instance>> create(const Revision& r) {
+    const InFlight counted(creating_, peak_creating_);
     const auto n = created_++;
     if (!plan_) co_await detail::sleep_for(clock_, create_latency_);  // the common case: one frame fewer
     else if (auto err = co_await fault("orchestrator.create", r.id, create_latency_)) co_return *err;
@@ -89,7 +101,15 @@ public:
     co_return result<void>{};
   }
 
+  /// A new `ReadinessWatch` on this fleet (only with `Watch = true`).
+  ReadinessWatchImpl watch_readiness()
+    requires Watch
+  {
+    return ReadinessWatchImpl(*this);
+  }
+
   boost::asio::awaitable<result<void>> retire(const Instance& i) {
+    const InFlight counted(retiring_, peak_retiring_);
     if (!plan_) co_await detail::sleep_for(clock_, retire_latency_);
     else if (auto err = co_await fault("orchestrator.retire", i.id, retire_latency_)) co_return *err;
     if (fleet_.erase(i.id) > 0) ++retired_;
@@ -133,8 +153,99 @@ public:
   std::size_t retired() const noexcept { return retired_; }
   std::size_t size() const noexcept { return fleet_.size(); }
   std::size_t peak_size() const noexcept { return peak_; }
+  /// The most `create` calls, and `retire` calls, that were in flight at once.
+  std::size_t peak_creating() const noexcept { return peak_creating_; }
+  std::size_t peak_retiring() const noexcept { return peak_retiring_; }
+
+  /// The fake's `ReadinessWatch`: a heap of the watched instances by the time
+  /// their start-up script reports them. Moveable; the orchestrator must outlive it.
+  class ReadinessWatchImpl {
+  public:
+    explicit ReadinessWatchImpl(FakeOrchestrator& o) : o_(&o) {}
+
+    /// Watches `i`: reported at its script's ready time (at once if ready), as
+    /// failed at that time if it crashes or is gone by then; never if it is never ready.
+    void add(const Instance& i) {
+      const auto token = ++next_token_;
+      watched_[i.id] = token;
+      auto it = o_->fleet_.find(i.id);
+      TimePoint at = o_->clock_.now();
+      if (it != o_->fleet_.end() && !it->second.ready) {
+        if (it->second.script.never_ready) return;  // watched, never reported
+        at = std::max(at, detail::add_saturating(it->second.created_at, it->second.script.start_latency));
+      }
+      due_.push(Due{at, token, i.id});
+      if (changed_) changed_->notify_all();
+    }
+    void remove(const std::string& id) { watched_.erase(id); }
+    /// Instances watched and not yet reported.
+    std::size_t watching() const noexcept { return watched_.size(); }
+
+    boost::asio::awaitable<result<std::vector<ReadinessReport>>> next() {
+      if (o_->plan_) {
+        if (auto err = co_await o_->fault("orchestrator.watch_readiness", "", Duration::zero())) co_return *err;
+      }
+      if (!changed_) changed_ = std::make_unique<detail::Notifier>(co_await boost::asio::this_coro::executor);
+      for (;;) {
+        while (!due_.empty() && !is_current(due_.top())) due_.pop();  // removed, or added again since
+        const auto now = o_->clock_.now();
+        if (!due_.empty() && due_.top().at <= now) break;
+        auto until = TimePoint::max();  // (g++ 12 miscompiles a ?: inside a co_await expression)
+        if (!due_.empty()) until = due_.top().at;
+        const auto why = co_await detail::wait_for_change(o_->clock_, *changed_, until);
+        if (why == detail::Wake::cancelled) co_return Error(errc::aborted, "watch_readiness().next() was cancelled");
+      }
+      std::vector<ReadinessReport> out;
+      const auto now = o_->clock_.now();
+      while (!due_.empty() && due_.top().at <= now) {
+        Due d = due_.top();
+        due_.pop();
+        if (!is_current(d)) continue;
+        watched_.erase(d.id);
+        out.push_back(ReadinessReport{d.id, o_->become_ready(d.id)});
+      }
+      co_return out;
+    }
+
+  private:
+    struct Due {
+      TimePoint at;
+      std::uint64_t token;
+      std::string id;
+      bool operator>(const Due& o) const { return at != o.at ? at > o.at : token > o.token; }
+    };
+    bool is_current(const Due& d) const {
+      auto it = watched_.find(d.id);
+      return it != watched_.end() && it->second == d.token;
+    }
+
+    FakeOrchestrator* o_;
+    std::priority_queue<Due, std::vector<Due>, std::greater<>> due_;
+    std::unordered_map<std::string, std::uint64_t> watched_;  // id -> token of its entry in due_
+    std::uint64_t next_token_ = 0;
+    std::unique_ptr<detail::Notifier> changed_;  // made by the first next(), which knows the executor
+  };
 
 private:
+  /// Counts a call in flight for as long as its frame lives (cancelled calls too).
+  struct InFlight {
+    InFlight(std::size_t& n, std::size_t& peak) : n_(n) { peak = std::max(peak, ++n_); }
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+    ~InFlight() { --n_; }
+    std::size_t& n_;
+  };
+
+  /// `wait_ready`'s verdict once the script's time has come: ready (and marked
+  /// so), crashed, or gone.
+  result<void> become_ready(const std::string& id) {
+    auto it = fleet_.find(id);
+    if (it == fleet_.end()) return Error(errc::instance_failed, detail::format("{} is not in the fleet", id));
+    if (it->second.script.crashes) return Error(errc::instance_failed, detail::format("{} exited with code 1 while starting", id));
+    it->second.ready = true;
+    return {};
+  }
+
   struct Entry {
     Instance instance;
     TimePoint created_at{};
@@ -158,11 +269,21 @@ private:
   std::size_t created_ = 0;
   std::size_t retired_ = 0;
   std::size_t peak_ = 0;
+  std::size_t creating_ = 0;
+  std::size_t peak_creating_ = 0;
+  std::size_t retiring_ = 0;
+  std::size_t peak_retiring_ = 0;
   Duration create_latency_{std::chrono::milliseconds(50)};
   Duration retire_latency_{std::chrono::milliseconds(50)};
   FaultPlan* plan_ = nullptr;
 };
 
+/// A `FakeOrchestrator` that also `WatchesReadiness`.
+template <Clock C = SimClock>
+using WatchingFakeOrchestrator = FakeOrchestrator<C, true>;
+
 static_assert(Orchestrator<FakeOrchestrator<>>);
+static_assert(!WatchesReadiness<FakeOrchestrator<>>);
+static_assert(WatchesReadiness<WatchingFakeOrchestrator<>>);
 
 }  // namespace rollout::testing
