@@ -236,12 +236,12 @@ concept ReadinessWatch = requires(W& w, const Instance& i, const std::string& id
 /// Given `o`, an lvalue of type `O`: `o.watch_readiness()` returns a new
 /// `ReadinessWatch`, for one consumer, valid while `o` lives.
 ///
-/// `Rolling` uses it when it is there: a start-up in flight is then an entry in
-/// the watch and in the strategy's deadline queue, not a `wait_ready` call with
-/// its coroutine frames and timer each, which is most of a large update's memory
-/// (2,000 start-ups waiting cost about 3 KB each through `wait_ready`). Without
-/// it, `Rolling` calls `wait_ready` per instance, as before. Either way the
-/// semantics are the same: the ready deadline, crashes and `min_ready`.
+/// `Rolling` uses it when it is there: a start-up waiting is then an entry in the
+/// watch and a 40-byte entry in the strategy's deadline queue, not a `wait_ready`
+/// call with its coroutine frames, thread and timers, which are most of a large
+/// update's memory (measured with the fake orchestrator: 3.4 KB less heap per
+/// start-up waiting). Without it, `Rolling` calls `wait_ready` per instance.
+/// Either way the semantics are the same: the ready deadline, crashes and `min_ready`.
 template <class O>
 concept WatchesReadiness = Orchestrator<O> && requires(O& o) {
   { o.watch_readiness() } -> ReadinessWatch;

@@ -205,7 +205,8 @@ struct RollingState {
 /// - **Readiness.** With an orchestrator that `WatchesReadiness`, every start-up
 ///   waits through one `ReadinessWatch` (and one queue of deadlines in the
 ///   strategy) instead of a `wait_ready` call each; the semantics are the same,
-///   and a start-up in flight costs about 0.1 KB instead of 3 KB. A failed
+///   and a start-up waiting costs about 3.4 KB less (no coroutine frames,
+///   thread or timers of its own). A failed
 ///   `next()` is retried with `retry`'s backoff, without limit: the ready
 ///   deadline of each start-up still bounds it, and its error is quoted in the
 ///   failures it causes.
@@ -618,7 +619,8 @@ private:
     for (;;) {
       std::optional<result<std::vector<ReadinessReport>>> got;
       try {
-        got.emplace(co_await watch_->next());
+        auto reports = co_await watch_->next();
+        got.emplace(std::move(reports));
       } catch (const std::exception&) {
         got.emplace(detail::thrown_error([] { return std::string("orchestrator.watch_readiness().next()"); }));
       }

@@ -185,7 +185,8 @@ public:
       if (o_->plan_) {
         if (auto err = co_await o_->fault("orchestrator.watch_readiness", "", Duration::zero())) co_return *err;
       }
-      if (!changed_) changed_ = std::make_unique<detail::Notifier>(co_await boost::asio::this_coro::executor);
+      auto ex = co_await boost::asio::this_coro::executor;
+      if (!changed_) changed_ = std::make_unique<detail::Notifier>(ex);
       for (;;) {
         while (!due_.empty() && !is_current(due_.top())) due_.pop();  // removed, or added again since
         const auto now = o_->clock_.now();
