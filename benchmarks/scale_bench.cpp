@@ -245,9 +245,9 @@ int main(int argc, char** argv) {
   fmt::print("canary: 1,000 canaries of 5 steps (10%, pause 1m, analysis, 50%, pause 1m) and a promotion each; an instance is a canary,\n"
              "  an instance-step one step or the promotion. rolling: one update of 10,000 instances (surge 25%, unavailable 10%,\n"
              "  start-up 1-30 s); an instance-step is a created, ready, retiring or retired transition; rolling waits for each\n"
-             "  start-up with its own wait_ready call, rolling_watch (the same update) through one ReadinessWatch.\n"
-             "  blue_green: 100 switches of 100 instances each (probe every 10 s, 1 min verification); an instance-step is one probe. Memory includes the\n"
-             "  scripted policies and every run's full event timeline; the last column is the timeline's share (its events,\n"
-             "  strings and splits, per instance).\n");
+             "  start-up with its own wait_ready call, rolling_watch (the same update) through one ReadinessWatch. blue_green:\n"
+             "  100 switches of 100 instances each (probe every 10 s, 1 min verification); an instance-step is one probe.\n"
+             "  Memory includes the scripted policies and every run's full event timeline; the last column is the timeline's\n"
+             "  share (its events, strings and splits, per instance).\n");
   return failures == 0 ? 0 : 1;
 }

@@ -11,8 +11,13 @@
 #include <rollout/strategy/rolling.hpp>
 #include <rollout/weighted_router.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 
@@ -257,6 +262,95 @@ TEST_CASE("one readiness watch reports real processes: ready and registered, cra
   std::sort(registered.begin(), registered.end());
   CHECK(registered == std::vector<std::string>{made[0].id, made[1].id});  // on_ready ran for the ready ones only
   for (int k = 0; k < 2; ++k) CHECK(get(made[k].endpoint, "/version").second == "v1\n");
+  run(io, orch.shutdown());
+}
+
+TEST_CASE("a readiness watch undoes a registration the strategy gave up on, and a cancelled next() loses no report") {
+  asio::io_context io;
+  auto probe = health_probe();
+  Orch::ReadinessWatchImpl* watch = nullptr;
+  std::vector<std::string> registered, gone;
+  bool hold_v1_1 = true, holding = false;
+  InstanceRegistration reg;
+  reg.on_ready = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    registered.push_back(i.id);
+    if (i.id == "v1-2") {
+      // The strategy's deadline for v1-2 passes while it is being registered.
+      watch->remove(i.id);
+    } else if (i.id == "v1-1" && hold_v1_1) {
+      hold_v1_1 = false;
+      holding = true;
+      asio::steady_timer t(co_await asio::this_coro::executor, 30s);
+      co_await t.async_wait(asio::use_awaitable);  // until the next() above is cancelled
+    }
+    co_return result<void>{};
+  };
+  reg.on_gone = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    gone.push_back(i.id);
+    co_return result<void>{};
+  };
+  Orch orch(probe, sample(), reg);
+  std::vector<Instance> made;
+  for (int k = 0; k < 3; ++k) made.push_back(run(io, orch.create(Revision{"v1"})).value());
+  auto w = orch.watch_readiness();
+  watch = &w;
+  for (const auto& i : made) w.add(i);
+  // Wait until every process serves, so that one round settles all three in id order.
+  for (const auto& i : made) {
+    while (!run(io, probe.check(i)).healthy) run(io, asio::steady_timer(io, 20ms).async_wait(asio::use_awaitable));
+  }
+  // First next(): v1-0 is settled (ready, registered), then the round is
+  // cancelled while v1-1 is being registered.
+  asio::cancellation_signal sig;
+  bool first_done = false;
+  std::exception_ptr first_error;
+  asio::co_spawn(io, w.next(), asio::bind_cancellation_slot(sig.slot(), [&](std::exception_ptr e, result<std::vector<ReadinessReport>>) {
+                   first_done = true;
+                   first_error = e;
+                 }));
+  io.restart();
+  while (!holding) io.run_one();
+  sig.emit(asio::cancellation_type::terminal);
+  while (!first_done) io.run_one();
+  CHECK(first_error);  // operation_aborted
+  CHECK(gone.empty());
+  // v1-0, settled by the cancelled round, is not lost: the next next() returns it,
+  // alone, at once. Then a round registers v1-1 again and v1-2, which is removed
+  // while it is being registered: unregistered (on_gone), not reported. A ghost
+  // keeps every round reporting something, so that no next() below waits forever
+  // if this breaks; each is also cut off after 10 s.
+  w.add(Instance{"ghost", Revision{"v1"}, made[0].endpoint});
+  auto next_within = [&](Duration limit) {
+    asio::cancellation_signal stop;
+    std::optional<std::vector<ReadinessReport>> got;
+    bool done = false, timer_done = false;
+    asio::co_spawn(io, w.next(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e, result<std::vector<ReadinessReport>> r) {
+                     done = true;
+                     if (!e && r) got = std::move(*r);
+                   }));
+    asio::steady_timer cutoff(io, limit);
+    cutoff.async_wait([&](boost::system::error_code ec) {
+      timer_done = true;
+      if (!ec && !done) stop.emit(asio::cancellation_type::terminal);
+    });
+    io.restart();
+    while (!done) io.run_one();
+    cutoff.cancel();
+    while (!timer_done) io.run_one();
+    return got;
+  };
+  auto second = next_within(10s);
+  REQUIRE(second);
+  REQUIRE(second->size() == 1);
+  CHECK((*second)[0].id == "v1-0");
+  CHECK((*second)[0].ready.has_value());
+  auto third = next_within(10s);
+  REQUIRE(third);
+  std::map<std::string, std::string> verdicts;
+  for (const auto& r : *third) verdicts[r.id] = r.ready ? std::string("ready") : r.ready.error().message;
+  CHECK(verdicts == std::map<std::string, std::string>{{"ghost", "ghost is not one of our processes"}, {"v1-1", "ready"}});
+  CHECK(gone == std::vector<std::string>{"v1-2"});
+  CHECK(registered == std::vector<std::string>{"v1-0", "v1-1", "v1-1", "v1-2"});  // v1-1 again: its first registration was cut short
   run(io, orch.shutdown());
 }
 

@@ -533,6 +533,24 @@ TEST_CASE("a broken readiness watch is retried, and start-ups that miss their de
     CHECK(out.fleet->failed == 0);
     CHECK(broken > 2);
   }
+  SUBCASE("once the watch recovers, a start-up that misses its deadline quotes no old error") {
+    ScenarioT<Watching> s(3);
+    testing::FaultPlan plan;
+    s.orch.set_plan(&plan);
+    int broken = 0;
+    plan.inject_where([&](const testing::FaultPlan::Call& c) -> std::optional<testing::Fault> {
+      if (c.policy == "orchestrator.watch_readiness" && ++broken <= 2) return testing::Fault::fail(Error(errc::timeout, "watch stream reset"));
+      return std::nullopt;
+    });
+    s.opts.ready_deadline = 1min;
+    s.orch.on_create = [](const Revision&, std::size_t n) { return StartScript{2s, n == 1, false}; };
+    auto out = s.run();
+    CHECK(out.status == Status::promoted);
+    CHECK(out.fleet->failed == 1);
+    const auto failed = find(out, EventKind::instance_failed, "v2-0001");
+    REQUIRE(failed);
+    CHECK(failed->detail == "v2-0001 was not ready within 1m (readiness watch)");
+  }
   SUBCASE("every next() fails: each start-up misses its deadline, and the update rolls back") {
     ScenarioT<Watching> s(3);
     testing::FaultPlan plan;

@@ -92,8 +92,11 @@ struct InstanceRegistration {
 /// - `watch_readiness()` (it `WatchesReadiness`): one watch for many start-ups.
 ///   Every `ready_poll`, one round probes each watched instance (up to
 ///   `watch_probes` at once), then runs `on_ready` for the healthy ones, one at a
-///   time, and reports them, with the ones whose process has exited. `Rolling`
-///   then holds no coroutine per start-up.
+///   time, and reports them, with the ones whose process has exited (at the
+///   round after it exits). A hook that hangs holds up the round, so give hooks
+///   timeouts of their own, as the load balancer policies have. An instance
+///   removed from the watch while `on_ready` ran is unregistered again (`on_gone`).
+///   `Rolling` then holds no coroutine per start-up.
 /// - A process that exits on its own (a crash) is detected at once: it leaves
 ///   `list()`, and `on_exit` reports it with `crashed = true`.
 ///
@@ -164,11 +167,16 @@ public:
   public:
     explicit ReadinessWatchImpl(ProcessOrchestrator& o) : o_(&o) {}
     void add(const Instance& i) { watched_.insert_or_assign(i.id, i); }
-    void remove(const std::string& id) { watched_.erase(id); }
+    void remove(const std::string& id) {
+      watched_.erase(id);
+      std::erase_if(due_, [&](const ReadinessReport& r) { return r.id == id; });
+    }
 
     boost::asio::awaitable<result<std::vector<ReadinessReport>>> next() {
       SteadyClock clock;
       for (;;) {
+        // Reports settled by a round whose next() was cancelled come first: none is lost.
+        if (!due_.empty()) co_return std::exchange(due_, {});
         std::vector<Instance> round;
         round.reserve(watched_.size());
         for (const auto& kv : watched_) round.push_back(kv.second);
@@ -177,13 +185,22 @@ public:
         std::vector<char> healthy(round.size(), 0);
         co_await detail::scoped_for_each(round.begin(), round.end(), o_->opts_.watch_probes,
                                          [this, &round, &healthy](const Instance& i, detail::TaskScope) { return probe_into(i, round, healthy); });
-        std::vector<ReadinessReport> out;
         for (std::size_t k = 0; k < round.size(); ++k) {
           if (!watched_.contains(round[k].id)) continue;  // removed during the round
           auto verdict = co_await o_->settle(round[k], healthy[k] != 0);
-          if (verdict && watched_.erase(round[k].id) > 0) out.push_back(ReadinessReport{round[k].id, std::move(*verdict)});
+          if (!verdict) continue;
+          if (watched_.erase(round[k].id) == 0) {
+            // Removed while on_ready ran (its ready deadline passed, say): the
+            // strategy has given up on it and may already have retired it, so the
+            // registration just made is undone rather than left pointing at it.
+            if (*verdict) co_await o_->unregister(round[k]);
+            continue;
+          }
+          due_.emplace_back();
+          due_.back().id = round[k].id;
+          due_.back().ready = std::move(*verdict);
         }
-        if (!out.empty()) co_return out;
+        if (!due_.empty()) co_return std::exchange(due_, {});
         co_await detail::sleep_for(clock, o_->opts_.ready_poll);
       }
     }
@@ -198,6 +215,7 @@ public:
 
     ProcessOrchestrator* o_;
     std::map<std::string, Instance> watched_;
+    std::vector<ReadinessReport> due_;  // settled, not yet returned
   };
 
   /// A new `ReadinessWatch` on this orchestrator's processes.
@@ -306,6 +324,16 @@ private:
     it = children_.find(i.id);  // (the hook may have taken a while)
     if (it != children_.end()) it->second->registered = true;
     co_return result<void>();
+  }
+
+  /// Undoes `settle`'s registration of `i` (`on_gone`), for an instance the
+  /// strategy stopped waiting for while it was being registered.
+  boost::asio::awaitable<void> unregister(const Instance& i) {
+    if (auto it = children_.find(i.id); it != children_.end()) it->second->registered = false;
+    if (reg_.on_gone) {
+      auto r = co_await reg_.on_gone(i);
+      if (!r) last_exit_note_[i.id] += detail::format("; removing it from the load balancer after its start-up was abandoned failed: {}", r.error().message);
+    }
   }
 
   /// The command line of `inst`: placeholders replaced, revision extras appended.

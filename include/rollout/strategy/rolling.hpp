@@ -589,11 +589,14 @@ private:
   void start_watching(const Instance& inst)
     requires watching
   {
+    if (stopping_) return;
     if (!watch_) {
       watch_.emplace(MakeWatch{orch_});
       due_changed_.emplace(ex_);
-      feed_task_.start(ex_, feed_readiness());
-      due_task_.start(ex_, watch_due());
+      // With the run's notifier: if either ends other than by being stopped (a
+      // bug), the main loop wakes and reap() rethrows it.
+      feed_task_.start(ex_, feed_readiness(), wake_);
+      due_task_.start(ex_, watch_due(), wake_);
     }
     watch_->add(inst);
     push_due(ready_due_, detail::add_saturating(clock_.now(), options_.ready_deadline), inst.id);
@@ -628,6 +631,7 @@ private:
       if (cs.cancelled() != boost::asio::cancellation_type::none) co_return;  // stopped with the pass
       if (*got) {
         failed_in_a_row = 0;
+        watch_error_.clear();  // quoted only while the stream is broken
         for (const auto& r : **got) on_readiness(r);
         continue;
       }
@@ -739,10 +743,21 @@ private:
       tasks_.erase(it);
       if (e) std::rethrow_exception(e);
     }
+    if constexpr (watching) {
+      // The watch's tasks end only when stopped; anything else is a bug.
+      if (watch_ && (feed_task_.done() || due_task_.done())) {
+        rethrow_unless_aborted(feed_task_.error());
+        rethrow_unless_aborted(due_task_.error());
+        throw std::logic_error("Rolling: the readiness watch's feed or deadline task ended while the pass ran");
+      }
+    }
   }
 
   /// Stops every task: start-ups are cancelled, retirements run to their end.
   boost::asio::awaitable<void> stop_tasks() {
+    // A create that completes while its task is being stopped does not start a
+    // watch again: its instance stays `starting`, for the caller to retire or re-check.
+    stopping_ = true;
     if constexpr (watching) co_await stop_watching();
     for (auto& t : tasks_) {
       if (t.cancel_on_abort) co_await t.task.stop();
@@ -753,6 +768,7 @@ private:
     tasks_.clear();
     finished_.clear();
     pending_creates_ = 0;
+    stopping_ = false;
   }
 
   /// Retires every instance that is not serving (failed, or whose start-up was
@@ -1027,6 +1043,7 @@ private:
   TimePoint last_progress_{};
   bool first_list_ = true;
   bool started_ = false;
+  bool stopping_ = false;  // stop_tasks() is running
 };
 
 }  // namespace rollout

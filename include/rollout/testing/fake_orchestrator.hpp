@@ -203,7 +203,9 @@ public:
         due_.pop();
         if (!is_current(d)) continue;
         watched_.erase(d.id);
-        out.push_back(ReadinessReport{d.id, o_->become_ready(d.id)});
+        out.emplace_back();  // (no aggregate temporaries in a coroutine body: g++ 12)
+        out.back().id = d.id;
+        out.back().ready = o_->become_ready(d.id);
       }
       co_return out;
     }
