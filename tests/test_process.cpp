@@ -354,6 +354,56 @@ TEST_CASE("a readiness watch undoes a registration the strategy gave up on, and 
   run(io, orch.shutdown());
 }
 
+TEST_CASE("a readiness watch reports a crash when it happens, not at its next poll") {
+  asio::io_context io;
+  auto probe = health_probe();
+  auto o = sample();
+  o.revision_args["sick"] = {"--unhealthy"};  // alive, and never healthy
+  o.ready_poll = 1h;                          // so only the exit can start the next round in time
+  Orch orch(probe, o);
+  auto inst = run(io, orch.create(Revision{"sick"}));
+  REQUIRE(inst.has_value());
+  auto w = orch.watch_readiness();
+  w.add(*inst);
+  std::optional<result<std::vector<ReadinessReport>>> got;
+  bool done = false, killed = false, cut_off = false;
+  asio::cancellation_signal stop;
+  asio::co_spawn(io, w.next(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e, result<std::vector<ReadinessReport>> r) {
+                   done = true;
+                   if (!e) got = std::move(r);
+                 }));
+  // The first round finds it starting (or unhealthy); then it is killed.
+  asio::steady_timer crash(io, 300ms);
+  crash.async_wait([&](boost::system::error_code ec) {
+    if (ec) return;
+    const auto pid = orch.pid(inst->id);
+    REQUIRE(pid);
+    ::kill(*pid, SIGKILL);
+    killed = true;
+  });
+  asio::steady_timer cutoff(io, 20s);  // not a timing assertion: it only keeps a regression from hanging
+  cutoff.async_wait([&](boost::system::error_code ec) {
+    if (ec || done) return;
+    cut_off = true;
+    stop.emit(asio::cancellation_type::terminal);
+  });
+  io.restart();
+  while (!done) io.run_one();
+  crash.cancel();
+  cutoff.cancel();
+  io.run_for(100ms);
+  CHECK(killed);
+  CHECK_FALSE(cut_off);
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  REQUIRE((*got)->size() == 1);
+  const auto& report = (**got)[0];
+  CHECK(report.id == inst->id);
+  REQUIRE_FALSE(report.ready);
+  CHECK(report.ready.error() == errc::instance_failed);
+  CHECK(report.ready.error().message == "sick-0 killed by signal 9 (SIGKILL) while starting");
+}
+
 TEST_CASE("a rolling update of real processes") {
   asio::io_context io;
   auto probe = health_probe();

@@ -92,8 +92,8 @@ struct InstanceRegistration {
 /// - `watch_readiness()` (it `WatchesReadiness`): one watch for many start-ups.
 ///   Every `ready_poll`, one round probes each watched instance (up to
 ///   `watch_probes` at once), then runs `on_ready` for the healthy ones, one at a
-///   time, and reports them, with the ones whose process has exited (at the
-///   round after it exits). A hook that hangs holds up the round, so give hooks
+///   time, and reports them, with the ones whose process has exited (a child's
+///   exit starts a round at once). A hook that hangs holds up the round, so give hooks
 ///   timeouts of their own, as the load balancer policies have. An instance
 ///   removed from the watch while `on_ready` ran is unregistered again (`on_gone`).
 ///   `Rolling` then holds no coroutine per start-up.
@@ -174,6 +174,8 @@ public:
 
     boost::asio::awaitable<result<std::vector<ReadinessReport>>> next() {
       SteadyClock clock;
+      auto ex = co_await boost::asio::this_coro::executor;
+      if (!o_->exited_) o_->exited_ = std::make_unique<detail::Notifier>(ex);
       for (;;) {
         // Reports settled by a round whose next() was cancelled come first: none is lost.
         if (!due_.empty()) co_return std::exchange(due_, {});
@@ -201,7 +203,9 @@ public:
           due_.back().ready = std::move(*verdict);
         }
         if (!due_.empty()) co_return std::exchange(due_, {});
-        co_await detail::sleep_for(clock, o_->opts_.ready_poll);
+        // The next round: after ready_poll, or at once when a child exits.
+        const auto why = co_await detail::wait_for_change(clock, *o_->exited_, detail::add_saturating(clock.now(), o_->opts_.ready_poll));
+        if (why == detail::Wake::cancelled) throw boost::system::system_error(boost::asio::error::operation_aborted);
       }
     }
 
@@ -360,6 +364,7 @@ private:
     c.status = *r;
     if (on_exit) on_exit(c.instance, *r, !c.retiring);
     c.changed.notify_all();
+    if (exited_) exited_->notify_all();  // a readiness watch's round reports it at once
   }
 
   std::optional<std::uint16_t> free_port(const boost::asio::any_io_executor& ex) const {
@@ -374,6 +379,9 @@ private:
   }
 
   P& probe_;
+  // Wakes readiness watches when a child exits. Made by the first next(), which
+  // knows the executor; declared before children_, so that it outlives them.
+  std::unique_ptr<detail::Notifier> exited_;
   ProcessOrchestratorOptions opts_;
   InstanceRegistration reg_;
   std::map<std::string, std::unique_ptr<Child>> children_;
