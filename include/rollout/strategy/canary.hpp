@@ -306,18 +306,7 @@ public:
     control_.set_listener([this](Control::Request r, const std::string& d) { on_request(r, d); });
 
     Ending end = co_await body();
-    Outcome out;
-    if (end.roll_back) {
-      out = co_await roll_back(end.status, std::move(end.why));
-    } else {
-      out = ended_without_rollback(std::move(end));
-    }
-
-    co_await stop_analyses();
-    control_.set_listener({});
-    set_phase(CanaryPhase::done);
-    wake_ = nullptr;
-    co_return ctx_.finish(std::move(out));
+    co_return co_await conclude(std::move(end));
   }
 
   Control& control() noexcept { return control_; }
@@ -542,6 +531,25 @@ private:
     return e;
   }
   static Ending rolling_back(Status s, Error why) { return ended(s, std::move(why), true); }
+  /// The end of `run()`: the rollback `body()` asked for, if any, then the
+  /// outcome. A coroutine of its own, alive only at the end, so that the frame
+  /// alive for a canary's whole life (`run()`'s) does not also hold the slots
+  /// g++ gives each `Outcome` the end touches (that frame was 1,392 bytes, now
+  /// 1,088). `run()`'s notifier, which the rollback's waits use, outlives it.
+  boost::asio::awaitable<Outcome> conclude(Ending end) {
+    Outcome out;
+    if (end.roll_back) {
+      out = co_await roll_back(end.status, std::move(end.why));
+    } else {
+      out = ended_without_rollback(std::move(end));
+    }
+    co_await stop_analyses();
+    control_.set_listener({});
+    set_phase(CanaryPhase::done);
+    wake_ = nullptr;
+    co_return ctx_.finish(std::move(out));
+  }
+
   /// The outcome of a run that did not roll back: promoted, or failed before any traffic moved.
   Outcome ended_without_rollback(Ending e) const {
     Outcome o;
