@@ -9,7 +9,7 @@
 // shared VM single runs of one binary vary by 2x within a minute.
 //
 // Usage: scale_bench [--smoke]
-//        scale_bench --only canary|rolling|rolling_watch|blue_green [--size N] [--runs R]   (one row; also for callgrind)
+//        scale_bench --only canary|canary_floor|rolling|rolling_watch|blue_green [--size N] [--runs R]   (one row; also for callgrind)
 #include <rollout/rollout.hpp>
 #include <rollout/testing/testing.hpp>
 
@@ -93,9 +93,10 @@ std::string summarize(const std::vector<Outcome>& outs) {
   return s;
 }
 
-/// 1,000 canaries: 10% -> pause 1 min -> analysis -> 50% -> pause 1 min -> promoted.
-/// An instance-step is one plan step of one canary (5 per canary) or its promotion.
-Row canaries(std::size_t n) {
+/// `n` canaries: 10% -> pause 1 min -> analysis -> 50% -> pause 1 min -> promoted.
+/// Returns their outcomes; `cpu` gets the CPU time of the run, `steps` the
+/// instance-steps of one canary (one per plan step, and its promotion).
+std::vector<Outcome> run_canaries(std::size_t n, double& cpu, std::size_t& steps) {
   asio::io_context io;
   SimClock clock;
   testing::ScriptedMetrics<> metrics(clock);
@@ -116,9 +117,57 @@ Row canaries(std::size_t n) {
     runs.push_back(std::make_unique<C>(*lbs.back(), metrics, Revision{"v1"}, Revision{"v2"}, plan, CanaryOptions{}, clock));
   }
   const double cpu0 = cpu_seconds();
+  auto outs = run_all(io, clock, runs);
+  cpu = cpu_seconds() - cpu0;
+  steps = plan.steps().size() + 1;
+  return outs;
+}
+
+/// 1,000 canaries (see `run_canaries`). An instance-step is one plan step of one
+/// canary (5 per canary) or its promotion.
+Row canaries(std::size_t n) {
+  double cpu = 0;
+  std::size_t per = 0;
+  const auto outs = run_canaries(n, cpu, per);
+  return Row{"canary", n, n * per, summarize(outs), outs.front().elapsed, cpu, timeline_bytes(outs)};
+}
+
+/// The floor under the canary row: what one concurrent run costs in the design
+/// itself (a strategy's `run()` is an `awaitable<Outcome>`, spawned by its
+/// caller, that awaits its steps on the clock and returns its timeline), with
+/// nothing else of rollout in it: no strategy object, no load balancer, no
+/// metrics, no analysis, no traffic switch, no events emitted on the way.
+/// Each run awaits six steps (a coroutine each, sleeping 20 s on the simulated
+/// clock), like a canary's five steps and promotion, then returns an `Outcome`
+/// holding a copy of a real canary's timeline (one canary run beforehand).
+struct Skeleton {
+  SimClock& clock;
+  const Timeline& timeline;
+
+  asio::awaitable<void> step(Duration d) { co_await detail::sleep_for(clock, d); }
+
+  asio::awaitable<Outcome> run() {
+    for (int i = 0; i < 6; ++i) co_await step(20s);
+    Outcome o;
+    o.status = Status::promoted;
+    o.active = "canary";
+    o.timeline = timeline;
+    co_return o;
+  }
+};
+
+Row canary_floors(std::size_t n) {
+  double ignored = 0;
+  std::size_t per = 0;
+  const Timeline timeline = run_canaries(1, ignored, per).front().timeline;
+  asio::io_context io;
+  SimClock clock;
+  std::vector<std::unique_ptr<Skeleton>> runs;
+  for (std::size_t i = 0; i < n; ++i) runs.push_back(std::make_unique<Skeleton>(Skeleton{clock, timeline}));
+  const auto start = clock.now();
+  const double cpu0 = cpu_seconds();
   const auto outs = run_all(io, clock, runs);
-  Row r{"canary", n, n * (plan.steps().size() + 1), summarize(outs), outs.front().elapsed, cpu_seconds() - cpu0, timeline_bytes(outs)};
-  return r;
+  return Row{"canary_floor", n, n * per, summarize(outs), clock.now() - start, cpu_seconds() - cpu0, timeline_bytes(outs)};
 }
 
 /// One 10,000-instance rolling update, surge 25%, unavailable 10%, start-up 1-30 s.
@@ -186,10 +235,11 @@ Row blue_greens(std::size_t n) {
 
 Row run_one(const std::string& which, std::size_t size) {
   if (which == "canary") return canaries(size);
+  if (which == "canary_floor") return canary_floors(size);
   if (which == "rolling") return rolling<testing::FakeOrchestrator<>>(size, "rolling");
   if (which == "rolling_watch") return rolling<testing::WatchingFakeOrchestrator<>>(size, "rolling_watch");
   if (which == "blue_green") return blue_greens(size);
-  throw std::invalid_argument("--only: " + which + " is not canary, rolling, rolling_watch or blue_green");
+  throw std::invalid_argument("--only: " + which + " is not canary, canary_floor, rolling, rolling_watch or blue_green");
 }
 
 }  // namespace
@@ -230,7 +280,7 @@ int main(int argc, char** argv) {
     const char* name;
     std::size_t size;
   };
-  const std::array<Spec, 4> specs{Spec{"canary", smoke ? 20u : 1000u}, Spec{"rolling", smoke ? 200u : 10000u},
+  const std::array<Spec, 5> specs{Spec{"canary", smoke ? 20u : 1000u}, Spec{"canary_floor", smoke ? 20u : 1000u}, Spec{"rolling", smoke ? 200u : 10000u},
                                   Spec{"rolling_watch", smoke ? 200u : 10000u}, Spec{"blue_green", smoke ? 2u : 100u}};
   const int runs_each = smoke ? 1 : 7;
   fmt::print("Scale in simulated time (scripted policies, no I/O), each scenario in its own process, CPU best of {}\n", runs_each);
@@ -243,7 +293,10 @@ int main(int argc, char** argv) {
     if (std::system(cmd.c_str()) != 0) ++failures;
   }
   fmt::print("canary: 1,000 canaries of 5 steps (10%, pause 1m, analysis, 50%, pause 1m) and a promotion each; an instance is a canary,\n"
-             "  an instance-step one step or the promotion. rolling: one update of 10,000 instances (surge 25%, unavailable 10%,\n"
+             "  an instance-step one step or the promotion. canary_floor: the design's own cost per concurrent run, nothing else of\n"
+             "  rollout: 1,000 spawned awaitable<Outcome> coroutines, each awaiting six step coroutines that sleep 20 s on the clock,\n"
+             "  then returning an Outcome with a copy of one real canary's timeline (no strategy, load balancer, metrics, analysis or\n"
+             "  switch). rolling: one update of 10,000 instances (surge 25%, unavailable 10%,\n"
              "  start-up 1-30 s); an instance-step is a created, ready, retiring or retired transition; rolling waits for each\n"
              "  start-up with its own wait_ready call, rolling_watch (the same update) through one ReadinessWatch. blue_green:\n"
              "  100 switches of 100 instances each (probe every 10 s, 1 min verification); an instance-step is one probe.\n"
