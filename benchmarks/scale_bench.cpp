@@ -9,7 +9,7 @@
 // shared VM single runs of one binary vary by 2x within a minute.
 //
 // Usage: scale_bench [--smoke]
-//        scale_bench --only canary|canary_floor|rolling|rolling_watch|blue_green [--size N] [--runs R]   (one row; also for callgrind)
+//        scale_bench --only canary|canary_floor|canary_floor_bare|rolling|rolling_watch|blue_green [--size N] [--runs R]   (one row; also for callgrind)
 #include <rollout/rollout.hpp>
 #include <rollout/testing/testing.hpp>
 
@@ -140,9 +140,10 @@ Row canaries(std::size_t n) {
 /// Each run awaits six steps (a coroutine each, sleeping 20 s on the simulated
 /// clock), like a canary's five steps and promotion, then returns an `Outcome`
 /// holding a copy of a real canary's timeline (one canary run beforehand).
+/// (`--only canary_floor_bare`: the same without the timeline; not in the table.)
 struct Skeleton {
   SimClock& clock;
-  const Timeline& timeline;
+  const Timeline* timeline;  ///< copied into the outcome; none for canary_floor_bare
 
   asio::awaitable<void> step(Duration d) { co_await detail::sleep_for(clock, d); }
 
@@ -151,23 +152,23 @@ struct Skeleton {
     Outcome o;
     o.status = Status::promoted;
     o.active = "canary";
-    o.timeline = timeline;
+    if (timeline) o.timeline = *timeline;
     co_return o;
   }
 };
 
-Row canary_floors(std::size_t n) {
+Row canary_floors(std::size_t n, bool with_timeline) {
   double ignored = 0;
   std::size_t per = 0;
   const Timeline timeline = run_canaries(1, ignored, per).front().timeline;
   asio::io_context io;
   SimClock clock;
   std::vector<std::unique_ptr<Skeleton>> runs;
-  for (std::size_t i = 0; i < n; ++i) runs.push_back(std::make_unique<Skeleton>(Skeleton{clock, timeline}));
+  for (std::size_t i = 0; i < n; ++i) runs.push_back(std::make_unique<Skeleton>(Skeleton{clock, with_timeline ? &timeline : nullptr}));
   const auto start = clock.now();
   const double cpu0 = cpu_seconds();
   const auto outs = run_all(io, clock, runs);
-  return Row{"canary_floor", n, n * per, summarize(outs), clock.now() - start, cpu_seconds() - cpu0, timeline_bytes(outs)};
+  return Row{with_timeline ? "canary_floor" : "canary_floor_bare", n, n * per, summarize(outs), clock.now() - start, cpu_seconds() - cpu0, timeline_bytes(outs)};
 }
 
 /// One 10,000-instance rolling update, surge 25%, unavailable 10%, start-up 1-30 s.
@@ -235,11 +236,12 @@ Row blue_greens(std::size_t n) {
 
 Row run_one(const std::string& which, std::size_t size) {
   if (which == "canary") return canaries(size);
-  if (which == "canary_floor") return canary_floors(size);
+  if (which == "canary_floor") return canary_floors(size, true);
+  if (which == "canary_floor_bare") return canary_floors(size, false);
   if (which == "rolling") return rolling<testing::FakeOrchestrator<>>(size, "rolling");
   if (which == "rolling_watch") return rolling<testing::WatchingFakeOrchestrator<>>(size, "rolling_watch");
   if (which == "blue_green") return blue_greens(size);
-  throw std::invalid_argument("--only: " + which + " is not canary, canary_floor, rolling, rolling_watch or blue_green");
+  throw std::invalid_argument("--only: " + which + " is not canary, canary_floor, canary_floor_bare, rolling, rolling_watch or blue_green");
 }
 
 }  // namespace
@@ -296,7 +298,7 @@ int main(int argc, char** argv) {
              "  an instance-step one step or the promotion. canary_floor: the design's own cost per concurrent run, nothing else of\n"
              "  rollout: 1,000 spawned awaitable<Outcome> coroutines, each awaiting six step coroutines that sleep 20 s on the clock,\n"
              "  then returning an Outcome with a copy of one real canary's timeline (no strategy, load balancer, metrics, analysis or\n"
-             "  switch). rolling: one update of 10,000 instances (surge 25%, unavailable 10%,\n"
+             "  switch; --only canary_floor_bare measures it without the timeline). rolling: one update of 10,000 instances (surge 25%, unavailable 10%,\n"
              "  start-up 1-30 s); an instance-step is a created, ready, retiring or retired transition; rolling waits for each\n"
              "  start-up with its own wait_ready call, rolling_watch (the same update) through one ReadinessWatch. blue_green:\n"
              "  100 switches of 100 instances each (probe every 10 s, 1 min verification); an instance-step is one probe.\n"
