@@ -354,6 +354,101 @@ TEST_CASE("a readiness watch undoes a registration the strategy gave up on, and 
   run(io, orch.shutdown());
 }
 
+TEST_CASE("a wait_ready cancelled while on_ready runs leaves the instance to be unregistered at retirement") {
+  asio::io_context io;
+  auto probe = health_probe();
+  std::vector<std::string> calls;
+  bool holding = false;
+  InstanceRegistration reg;
+  reg.on_ready = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("ready " + i.id);  // added to the load balancer, then slow to return
+    holding = true;
+    asio::steady_timer t(co_await asio::this_coro::executor, 30s);
+    co_await t.async_wait(asio::use_awaitable);
+    co_return result<void>{};
+  };
+  reg.on_drain = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("drain " + i.id);
+    co_return result<void>{};
+  };
+  reg.on_gone = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("gone " + i.id);
+    co_return result<void>{};
+  };
+  Orch orch(probe, sample(), reg);
+  auto inst = run(io, orch.create(Revision{"v1"}));
+  REQUIRE(inst.has_value());
+  asio::cancellation_signal deadline;  // the strategy's ready deadline
+  bool done = false;
+  std::exception_ptr error;
+  asio::co_spawn(io, orch.wait_ready(*inst), asio::bind_cancellation_slot(deadline.slot(), [&](std::exception_ptr e, result<void>) {
+                   done = true;
+                   error = e;
+                 }));
+  io.restart();
+  while (!holding) io.run_one();
+  deadline.emit(asio::cancellation_type::terminal);
+  while (!done) io.run_one();
+  CHECK(error);  // operation_aborted
+  // The hook had added it: retiring it must take it out again, not leave the
+  // load balancer pointing at a process that is gone.
+  REQUIRE(run(io, orch.retire(*inst)).has_value());
+  CHECK(calls == std::vector<std::string>{"ready v1-0", "drain v1-0", "gone v1-0"});
+}
+
+TEST_CASE("retiring an instance while a readiness watch registers it waits for on_ready, then runs each hook once") {
+  asio::io_context io;
+  auto probe = health_probe();
+  Orch* orch = nullptr;
+  Orch::ReadinessWatchImpl* watch = nullptr;
+  std::vector<std::string> calls;
+  std::optional<Instance> given_up;  // outlives the retire started below
+  bool retire_done = false, retired = false;
+  InstanceRegistration reg;
+  reg.on_ready = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("ready " + i.id);
+    // The strategy's ready deadline passes: it stops watching the instance and
+    // retires it, while this hook is still adding it.
+    watch->remove(i.id);
+    given_up = i;
+    auto ex = co_await asio::this_coro::executor;
+    asio::co_spawn(ex, orch->retire(*given_up), [&](std::exception_ptr e, result<void> r) {
+      retire_done = true;
+      retired = !e && r.has_value();
+    });
+    asio::steady_timer t(ex, 200ms);
+    co_await t.async_wait(asio::use_awaitable);
+    calls.push_back("added " + i.id);
+    co_return result<void>{};
+  };
+  reg.on_drain = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("drain " + i.id);
+    co_return result<void>{};
+  };
+  reg.on_gone = [&](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("gone " + i.id);
+    co_return result<void>{};
+  };
+  Orch o(probe, sample(), reg);
+  orch = &o;
+  auto inst = run(io, o.create(Revision{"v1"}));
+  REQUIRE(inst.has_value());
+  while (!run(io, probe.check(*inst)).healthy) run(io, asio::steady_timer(io, 20ms).async_wait(asio::use_awaitable));
+  auto w = o.watch_readiness();
+  watch = &w;
+  w.add(*inst);
+  w.add(Instance{"ghost", Revision{"v1"}, inst->endpoint});  // so that the round reports something
+  auto got = run(io, w.next());
+  REQUIRE(got.has_value());
+  REQUIRE(got->size() == 1);
+  CHECK((*got)[0].id == "ghost");  // v1-0 was given up on: not reported
+  io.restart();
+  while (!retire_done) io.run_one();
+  CHECK(retired);
+  // on_drain only after on_ready has finished adding it; on_gone once, by retire.
+  CHECK(calls == std::vector<std::string>{"ready v1-0", "added v1-0", "drain v1-0", "gone v1-0"});
+}
+
 TEST_CASE("a readiness watch reports a crash when it happens, not at its next poll") {
   asio::io_context io;
   auto probe = health_probe();

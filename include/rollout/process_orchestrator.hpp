@@ -68,6 +68,13 @@ struct ProcessOrchestratorOptions {
 /// first thing in `retire` (stop new traffic), `on_gone` after the process has
 /// exited (forget it). A failing `on_ready` fails `wait_ready`; failures of the
 /// others are reported through `on_exit`'s detail but do not stop the retirement.
+///
+/// An `on_ready` cut short by cancellation (the strategy's ready deadline, say)
+/// may have registered the instance already, so it counts as registered:
+/// `retire` runs `on_drain` and `on_gone` for it, and hooks must accept an
+/// instance they never finished adding. `retire` waits for an `on_ready` still
+/// running (a readiness watch's round) before `on_drain`, and runs each of the
+/// other hooks once per instance.
 struct InstanceRegistration {
   std::function<boost::asio::awaitable<result<void>>(const Instance&)> on_ready;
   std::function<boost::asio::awaitable<result<void>>(const Instance&)> on_drain;
@@ -95,7 +102,8 @@ struct InstanceRegistration {
 ///   time, and reports them, with the ones whose process has exited (a child's
 ///   exit starts a round at once). A hook that hangs holds up the round, so give hooks
 ///   timeouts of their own, as the load balancer policies have. An instance
-///   removed from the watch while `on_ready` ran is unregistered again (`on_gone`).
+///   removed from the watch while `on_ready` ran is unregistered again (`on_gone`);
+///   one retired meanwhile is left to `retire`, which waits for the hook to end.
 ///   `Rolling` then holds no coroutine per start-up.
 /// - A process that exits on its own (a crash) is detected at once: it leaves
 ///   `list()`, and `on_exit` reports it with `crashed = true`.
@@ -150,12 +158,7 @@ public:
       const auto why = co_await detail::wait_for_change(clock, c.changed, detail::add_saturating(clock.now(), opts_.ready_poll));
       if (why == detail::Wake::cancelled) throw boost::system::system_error(boost::asio::error::operation_aborted);
     }
-    if (reg_.on_ready) {
-      auto r = co_await reg_.on_ready(i);
-      if (!r) co_return Error(r.error().code, detail::format("{} is ready but registering it failed: {}", i.id, r.error().message));
-    }
-    c.registered = true;
-    co_return result<void>{};
+    co_return co_await register_ready(i);
   }
 
   /// This orchestrator's `ReadinessWatch` (see the class comment). An instance
@@ -230,12 +233,19 @@ public:
     if (it == children_.end()) co_return result<void>{};  // already gone: idempotent
     Child& c = *it->second;
     c.retiring = true;
+    SteadyClock clock;
+    // A registration in flight (a readiness watch's round) ends first, so that
+    // on_drain cannot run before on_ready has finished adding the instance.
+    while (c.registering) {
+      if (co_await detail::wait_for_change(clock, c.changed, TimePoint::max()) == detail::Wake::cancelled) {
+        throw boost::system::system_error(boost::asio::error::operation_aborted);
+      }
+    }
     std::string notes;
     if (reg_.on_drain && c.registered) {
       auto r = co_await reg_.on_drain(i);
       if (!r) notes += detail::format("; deregistering failed: {}", r.error().message);
     }
-    SteadyClock clock;
     if (opts_.drain > Duration::zero() && !c.status) co_await detail::sleep_for(clock, opts_.drain);
     if (!c.status) {
       c.process->signal(SIGTERM);
@@ -303,7 +313,8 @@ private:
     detail::Notifier changed;
     detail::Task monitor;
     bool retiring = false;
-    bool registered = false;
+    bool registering = false;  // on_ready is running
+    bool registered = false;   // on_ready ran or is running: retire undoes it
   };
 
   bool running(const std::string& id) const {
@@ -321,19 +332,50 @@ private:
       co_return result<void>(Error(errc::instance_failed, detail::format("{} {} while starting", i.id, it->second->status->text())));
     }
     if (!healthy) co_return std::nullopt;
-    if (reg_.on_ready) {
-      auto r = co_await reg_.on_ready(i);
-      if (!r) co_return result<void>(Error(r.error().code, detail::format("{} is ready but registering it failed: {}", i.id, r.error().message)));
+    co_return co_await register_ready(i);
+  }
+
+  /// Registers `i`, a running child found healthy, with `on_ready`. The child
+  /// counts as registered from before the hook runs: if the caller is cancelled
+  /// while the hook runs, the hook may have registered it already, so `retire`
+  /// still runs `on_drain` and `on_gone` for it rather than leave a load
+  /// balancer pointing at a process that is gone. Only a hook that returns an
+  /// error counts as not having registered it.
+  boost::asio::awaitable<result<void>> register_ready(const Instance& i) {
+    auto it = children_.find(i.id);
+    if (it == children_.end()) co_return Error(errc::instance_failed, detail::format("{} is not one of our processes", i.id));
+    it->second->registered = true;
+    if (!reg_.on_ready) co_return result<void>{};
+    it->second->registering = true;
+    result<void> r;
+    try {
+      r = co_await reg_.on_ready(i);
+    } catch (...) {
+      registration_ended(i.id, true);  // cut short (cancelled): it may be registered
+      throw;
     }
-    it = children_.find(i.id);  // (the hook may have taken a while)
-    if (it != children_.end()) it->second->registered = true;
-    co_return result<void>();
+    registration_ended(i.id, r.has_value());
+    if (r) co_return result<void>{};
+    co_return Error(r.error().code, detail::format("{} is ready but registering it failed: {}", i.id, r.error().message));
+  }
+
+  /// `on_ready` for `id` has returned or was cut short; wakes a `retire` that
+  /// waits for it. The child is looked up again: the hook may have taken a while.
+  void registration_ended(const std::string& id, bool maybe_registered) {
+    auto it = children_.find(id);
+    if (it == children_.end()) return;
+    it->second->registering = false;
+    it->second->registered = maybe_registered;
+    it->second->changed.notify_all();
   }
 
   /// Undoes `settle`'s registration of `i` (`on_gone`), for an instance the
   /// strategy stopped waiting for while it was being registered.
   boost::asio::awaitable<void> unregister(const Instance& i) {
-    if (auto it = children_.find(i.id); it != children_.end()) it->second->registered = false;
+    auto it = children_.find(i.id);
+    // Retired, or being retired: retire runs on_drain and on_gone itself, once.
+    if (it == children_.end() || it->second->retiring) co_return;
+    it->second->registered = false;
     if (reg_.on_gone) {
       auto r = co_await reg_.on_gone(i);
       if (!r) last_exit_note_[i.id] += detail::format("; removing it from the load balancer after its start-up was abandoned failed: {}", r.error().message);
