@@ -65,6 +65,20 @@ ProcessOrchestratorOptions sample(Duration grace = 5s) {
   return o;
 }
 
+/// Hooks that record "drain <id>" and "gone <id>" in `calls`; a test adds its own on_ready.
+InstanceRegistration recording_drain_and_gone(std::vector<std::string>& calls) {
+  InstanceRegistration reg;
+  reg.on_drain = [&calls](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("drain " + i.id);
+    co_return result<void>{};
+  };
+  reg.on_gone = [&calls](const Instance& i) -> asio::awaitable<result<void>> {
+    calls.push_back("gone " + i.id);
+    co_return result<void>{};
+  };
+  return reg;
+}
+
 /// A blocking GET; returns status and body.
 std::pair<unsigned, std::string> get(const Endpoint& ep, const std::string& target) {
   asio::io_context io;
@@ -359,20 +373,12 @@ TEST_CASE("a wait_ready cancelled while on_ready runs leaves the instance to be 
   auto probe = health_probe();
   std::vector<std::string> calls;
   bool holding = false;
-  InstanceRegistration reg;
+  InstanceRegistration reg = recording_drain_and_gone(calls);
   reg.on_ready = [&](const Instance& i) -> asio::awaitable<result<void>> {
     calls.push_back("ready " + i.id);  // added to the load balancer, then slow to return
     holding = true;
     asio::steady_timer t(co_await asio::this_coro::executor, 30s);
     co_await t.async_wait(asio::use_awaitable);
-    co_return result<void>{};
-  };
-  reg.on_drain = [&](const Instance& i) -> asio::awaitable<result<void>> {
-    calls.push_back("drain " + i.id);
-    co_return result<void>{};
-  };
-  reg.on_gone = [&](const Instance& i) -> asio::awaitable<result<void>> {
-    calls.push_back("gone " + i.id);
     co_return result<void>{};
   };
   Orch orch(probe, sample(), reg);
@@ -404,7 +410,7 @@ TEST_CASE("retiring an instance while a readiness watch registers it waits for o
   std::vector<std::string> calls;
   std::optional<Instance> given_up;  // outlives the retire started below
   bool retire_done = false, retired = false;
-  InstanceRegistration reg;
+  InstanceRegistration reg = recording_drain_and_gone(calls);
   reg.on_ready = [&](const Instance& i) -> asio::awaitable<result<void>> {
     calls.push_back("ready " + i.id);
     // The strategy's ready deadline passes: it stops watching the instance and
@@ -419,14 +425,6 @@ TEST_CASE("retiring an instance while a readiness watch registers it waits for o
     asio::steady_timer t(ex, 200ms);
     co_await t.async_wait(asio::use_awaitable);
     calls.push_back("added " + i.id);
-    co_return result<void>{};
-  };
-  reg.on_drain = [&](const Instance& i) -> asio::awaitable<result<void>> {
-    calls.push_back("drain " + i.id);
-    co_return result<void>{};
-  };
-  reg.on_gone = [&](const Instance& i) -> asio::awaitable<result<void>> {
-    calls.push_back("gone " + i.id);
     co_return result<void>{};
   };
   Orch o(probe, sample(), reg);
